@@ -1,0 +1,209 @@
+//! The one HTTP client every provider posts through, with the target policy enforced where
+//! it cannot be bypassed: at connection time.
+//!
+//! * names are resolved by [`GuardedResolver`], which drops every non-public address, so a
+//!   name cannot resolve to a public address at registration and a private one at delivery
+//!   (DNS rebinding);
+//! * IP-literal hosts, which skip the resolver, are checked before each request;
+//! * redirects are never followed (a redirect could lead anywhere) and proxies are off.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use herald_domain::target::TargetPolicy;
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use reqwest::header::HeaderMap;
+
+/// How much of a response is kept for the attempt log.
+const EXCERPT_BYTES: usize = 1024;
+
+#[derive(Debug, Clone)]
+pub struct HttpOptions {
+    pub policy: TargetPolicy,
+    /// Per-request timeout, connection included.
+    pub timeout: Duration,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        Self {
+            policy: TargetPolicy::default(),
+            timeout: Duration::from_secs(15),
+        }
+    }
+}
+
+/// What came back from one POST.
+#[derive(Debug)]
+pub struct HttpAnswer {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub excerpt: String,
+    pub latency: Duration,
+}
+
+/// Why a POST got no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpFailure {
+    #[error("{0}")]
+    Refused(String),
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("could not connect: {0}")]
+    Connect(String),
+    #[error("request failed: {0}")]
+    Other(String),
+}
+
+#[derive(Clone)]
+pub struct GuardedHttp {
+    client: reqwest::Client,
+    options: HttpOptions,
+}
+
+impl GuardedHttp {
+    pub fn new(options: HttpOptions) -> Self {
+        let client = reqwest::Client::builder()
+            .dns_resolver(Arc::new(GuardedResolver {
+                policy: options.policy,
+            }))
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .timeout(options.timeout)
+            .connect_timeout(options.timeout.min(Duration::from_secs(10)))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .user_agent(concat!("Herald/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("the HTTP client configuration is valid");
+        Self { client, options }
+    }
+
+    /// POSTs `body` with `headers` to `url`, reading at most an excerpt of the answer.
+    pub async fn post(
+        &self,
+        url: &str,
+        headers: HeaderMap,
+        body: Vec<u8>,
+    ) -> Result<HttpAnswer, HttpFailure> {
+        let url = self
+            .options
+            .policy
+            .check_url(url)
+            .map_err(|err| HttpFailure::Refused(err.to_string()))?;
+        let started = Instant::now();
+        let response = self
+            .client
+            .post(url)
+            .headers(headers)
+            .body(body)
+            .send()
+            .await
+            .map_err(|err| self.describe(err))?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let excerpt = read_excerpt(response).await;
+        Ok(HttpAnswer {
+            status,
+            headers,
+            excerpt,
+            latency: started.elapsed(),
+        })
+    }
+
+    fn describe(&self, err: reqwest::Error) -> HttpFailure {
+        if err.is_timeout() {
+            return HttpFailure::Timeout(self.options.timeout);
+        }
+        // Walk to the root cause: reqwest's own message ("error sending request") says little.
+        let mut cause: &dyn std::error::Error = &err;
+        while let Some(next) = cause.source() {
+            cause = next;
+        }
+        let text = cause.to_string();
+        if text.contains("non-public") {
+            HttpFailure::Refused(text)
+        } else if err.is_connect() {
+            HttpFailure::Connect(text)
+        } else {
+            HttpFailure::Other(text)
+        }
+    }
+}
+
+async fn read_excerpt(mut response: reqwest::Response) -> String {
+    let mut bytes = Vec::new();
+    while bytes.len() < EXCERPT_BYTES {
+        match response.chunk().await {
+            Ok(Some(chunk)) => bytes.extend_from_slice(&chunk),
+            _ => break,
+        }
+    }
+    bytes.truncate(EXCERPT_BYTES);
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// Resolves names with the system resolver and keeps only the addresses the policy allows.
+struct GuardedResolver {
+    policy: TargetPolicy,
+}
+
+impl Resolve for GuardedResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let policy = self.policy;
+        Box::pin(async move {
+            let host = name.as_str().to_owned();
+            let resolved: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let allowed: Vec<SocketAddr> = resolved
+                .iter()
+                .copied()
+                .filter(|addr| policy.check_ip(addr.ip()).is_ok())
+                .collect();
+            if allowed.is_empty() {
+                let message = format!("`{host}` resolves only to non-public addresses ({resolved:?}); deliveries only reach public addresses");
+                return Err(message.into());
+            }
+            Ok(Box::new(allowed.into_iter()) as Addrs)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strict() -> GuardedHttp {
+        GuardedHttp::new(HttpOptions {
+            policy: TargetPolicy {
+                allow_private: false,
+            },
+            timeout: Duration::from_secs(2),
+        })
+    }
+
+    #[tokio::test]
+    async fn refuses_private_literals_without_connecting() {
+        for url in [
+            "http://127.0.0.1:1/x",
+            "http://[::1]:1/",
+            "http://169.254.169.254/latest/meta-data",
+            "http://[::ffff:10.0.0.1]/",
+        ] {
+            let err = strict()
+                .post(url, HeaderMap::new(), Vec::new())
+                .await
+                .unwrap_err();
+            assert!(matches!(err, HttpFailure::Refused(_)), "{url}: {err:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn refuses_names_that_resolve_to_loopback() {
+        let err = strict()
+            .post("http://localhost:1/x", HeaderMap::new(), Vec::new())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, HttpFailure::Refused(_)), "{err:?}");
+    }
+}

@@ -1,0 +1,208 @@
+//! Retry schedules: how long to wait before each further attempt.
+//!
+//! A schedule is the list of delays between attempts, written like `5s,5m,30m,2h`. Attempt 1
+//! happens at once; after a retriable failure of attempt `n` the next attempt waits
+//! `schedule[n - 1]`; when the list is exhausted the delivery fails for good.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetrySchedule {
+    delays: Vec<Duration>,
+}
+
+/// The most retries a schedule may hold; bounds the number of retry tiers and attempts.
+pub const MAX_RETRIES: usize = 20;
+
+impl Default for RetrySchedule {
+    /// Standard Webhooks' recommendation: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h.
+    fn default() -> Self {
+        "5s,5m,30m,2h,5h,10h,10h"
+            .parse()
+            .expect("the default schedule is valid")
+    }
+}
+
+impl RetrySchedule {
+    pub fn new(delays: Vec<Duration>) -> Result<Self, ScheduleError> {
+        if delays.len() > MAX_RETRIES {
+            return Err(ScheduleError::TooLong(delays.len()));
+        }
+        if delays.iter().any(|d| d.is_zero()) {
+            return Err(ScheduleError::Zero);
+        }
+        Ok(Self { delays })
+    }
+
+    pub fn delays(&self) -> &[Duration] {
+        &self.delays
+    }
+
+    /// The delay before the attempt after failed attempt `attempt` (1-based), or `None` when
+    /// the schedule is exhausted and the delivery has failed.
+    pub fn delay_after_attempt(&self, attempt: u32) -> Option<Duration> {
+        let index = usize::try_from(attempt).ok()?.checked_sub(1)?;
+        self.delays.get(index).copied()
+    }
+
+    /// The total number of attempts: the first plus one per delay.
+    pub fn max_attempts(&self) -> u32 {
+        self.delays.len() as u32 + 1
+    }
+
+    /// Distinct delays, shortest first: each becomes one retry tier of the log.
+    pub fn tiers(&self) -> Vec<Duration> {
+        let mut tiers = self.delays.clone();
+        tiers.sort();
+        tiers.dedup();
+        tiers
+    }
+}
+
+/// Formats a delay the way schedules are written (`90s`, `5m`, `2h`, `1d`).
+pub fn format_delay(delay: Duration) -> String {
+    let secs = delay.as_secs();
+    if delay.subsec_millis() != 0 || secs == 0 {
+        format!("{}ms", delay.as_millis())
+    } else if secs % 86_400 == 0 {
+        format!("{}d", secs / 86_400)
+    } else if secs % 3_600 == 0 {
+        format!("{}h", secs / 3_600)
+    } else if secs % 60 == 0 {
+        format!("{}m", secs / 60)
+    } else {
+        format!("{secs}s")
+    }
+}
+
+/// Parses one delay: a whole number followed by `ms`, `s`, `m`, `h` or `d`.
+pub fn parse_delay(text: &str) -> Result<Duration, ScheduleError> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let bad = || ScheduleError::BadDelay(text.chars().take(32).collect());
+    let number: u64 = number.parse().map_err(|_| bad())?;
+    let unit_ms: u64 = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(bad()),
+    };
+    let millis = number.checked_mul(unit_ms).ok_or_else(bad)?;
+    Ok(Duration::from_millis(millis))
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScheduleError {
+    #[error(
+        "`{0}` is not a delay: write a whole number and a unit, like `30s`, `5m`, `2h` or `1d`"
+    )]
+    BadDelay(String),
+    #[error("a retry schedule holds at most {MAX_RETRIES} delays, not {0}")]
+    TooLong(usize),
+    #[error("a retry delay must be longer than zero")]
+    Zero,
+}
+
+impl FromStr for RetrySchedule {
+    type Err = ScheduleError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.trim().is_empty() {
+            return Self::new(Vec::new());
+        }
+        Self::new(s.split(',').map(parse_delay).collect::<Result<_, _>>()?)
+    }
+}
+
+impl fmt::Display for RetrySchedule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parts: Vec<String> = self.delays.iter().map(|d| format_delay(*d)).collect();
+        f.write_str(&parts.join(","))
+    }
+}
+
+impl Serialize for RetrySchedule {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for RetrySchedule {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_formats_the_seed_schedules() {
+        for text in [
+            "30s,2m,10m",
+            "5m,30m,2h,5h,10h",
+            "5s,5m,30m,2h,5h,10h,10h",
+            "250ms,1d",
+        ] {
+            let schedule: RetrySchedule = text.parse().unwrap();
+            assert_eq!(schedule.to_string(), text);
+        }
+    }
+
+    #[test]
+    fn delay_after_each_attempt() {
+        let schedule: RetrySchedule = "30s,2m,10m".parse().unwrap();
+        assert_eq!(
+            schedule.delay_after_attempt(1),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            schedule.delay_after_attempt(3),
+            Some(Duration::from_secs(600))
+        );
+        assert_eq!(schedule.delay_after_attempt(4), None);
+        assert_eq!(schedule.delay_after_attempt(0), None);
+        assert_eq!(schedule.max_attempts(), 4);
+    }
+
+    #[test]
+    fn tiers_are_distinct_and_sorted() {
+        let schedule = RetrySchedule::default();
+        let tiers: Vec<String> = schedule.tiers().into_iter().map(format_delay).collect();
+        assert_eq!(tiers, ["5s", "5m", "30m", "2h", "5h", "10h"]);
+    }
+
+    #[test]
+    fn rejects_nonsense() {
+        assert!(matches!(
+            "5x".parse::<RetrySchedule>(),
+            Err(ScheduleError::BadDelay(_))
+        ));
+        assert!(matches!(
+            "s".parse::<RetrySchedule>(),
+            Err(ScheduleError::BadDelay(_))
+        ));
+        assert!(matches!(
+            "0s".parse::<RetrySchedule>(),
+            Err(ScheduleError::Zero)
+        ));
+        let long = vec!["1s"; 21].join(",");
+        assert!(matches!(
+            long.parse::<RetrySchedule>(),
+            Err(ScheduleError::TooLong(21))
+        ));
+        assert_eq!("".parse::<RetrySchedule>().unwrap().max_attempts(), 1);
+    }
+}

@@ -1,0 +1,175 @@
+//! Configuration: defaults, then an optional TOML file, then `HERALD_*` variables (which
+//! always win). Every field is documented here; README.md lists the same table.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Env, Format as _, Serialized, Toml};
+use figment::Figment;
+use herald_domain::retry::{format_delay, parse_delay, RetrySchedule};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogBackend {
+    Embedded,
+    Kafka,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    Embedded,
+    Scylla,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `HERALD_LISTEN`: address of the HTTP listener.
+    pub listen: SocketAddr,
+    /// `HERALD_DATA_DIR`: where the embedded log and store live.
+    pub data_dir: PathBuf,
+    /// `HERALD_ADMIN_TOKEN`: bearer token for `/v1/admin/*`; unset turns the admin API off.
+    #[serde(default, deserialize_with = "text_or_number")]
+    pub admin_token: Option<String>,
+    /// `HERALD_ALLOW_PRIVATE_TARGETS`: let deliveries reach loopback and private addresses.
+    pub allow_private_targets: bool,
+    /// `HERALD_RETRY_SCHEDULE`: delays between attempts, e.g. `5s,5m,30m,2h,5h,10h,10h`.
+    pub retry_schedule: RetrySchedule,
+    /// `HERALD_LOG`: `embedded` (default) or `kafka`.
+    pub log: LogBackend,
+    /// `HERALD_STORE`: `embedded` (default) or `scylla`.
+    pub store: StoreBackend,
+    /// `HERALD_TOPIC_PREFIX`: prefix of every topic name.
+    pub topic_prefix: String,
+    /// `HERALD_PARTITIONS`: partitions of each topic created by Herald.
+    pub partitions: u32,
+    /// `HERALD_FSYNC`: fsync every group of appends (the embedded log's durability).
+    pub fsync: bool,
+    /// `HERALD_MAX_BODY_BYTES`: largest accepted request body.
+    pub max_body_bytes: usize,
+    /// `HERALD_DELIVERY_TIMEOUT`: per-attempt HTTP timeout, e.g. `15s`.
+    #[serde(serialize_with = "write_duration", deserialize_with = "read_duration")]
+    pub delivery_timeout: Duration,
+    /// `HERALD_HEALTH_DEGRADED_ABOVE`: queue depth above which health says `degraded`.
+    pub health_degraded_above: u64,
+    /// `HERALD_HEALTH_STALE_AFTER`: a backlog without progress this long makes the worker `stale`.
+    #[serde(serialize_with = "write_duration", deserialize_with = "read_duration")]
+    pub health_stale_after: Duration,
+    /// `HERALD_LOG_FORMAT`: `text` or `json` log lines.
+    pub log_format: LogFormat,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".parse().expect("valid address"),
+            data_dir: PathBuf::from("./herald-data"),
+            admin_token: None,
+            allow_private_targets: false,
+            retry_schedule: RetrySchedule::default(),
+            log: LogBackend::Embedded,
+            store: StoreBackend::Embedded,
+            topic_prefix: "herald.".into(),
+            partitions: 8,
+            fsync: true,
+            max_body_bytes: herald_http::DEFAULT_MAX_BODY_BYTES,
+            delivery_timeout: Duration::from_secs(15),
+            health_degraded_above: 100,
+            health_stale_after: Duration::from_secs(60),
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+impl Config {
+    /// Defaults, then `file` (if given), then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, figment::Error> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        // HERALD_CONFIG names the file and HERALD_TEST_* configure the test suite: neither is
+        // a setting. Anything else unknown is an error, so a typo never goes unnoticed.
+        let env = Env::prefixed("HERALD_").filter(|key| {
+            let key = key.as_str();
+            key != "config" && !key.starts_with("test_")
+        });
+        figment.merge(env).extract()
+    }
+}
+
+fn text_or_number<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Text(String),
+        Int(i64),
+        Float(f64),
+    }
+    Ok(match Option::<Raw>::deserialize(deserializer)? {
+        None => None,
+        Some(Raw::Text(text)) if text.is_empty() => None,
+        Some(Raw::Text(text)) => Some(text),
+        Some(Raw::Int(n)) => Some(n.to_string()),
+        Some(Raw::Float(n)) => Some(n.to_string()),
+    })
+}
+
+fn write_duration<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(&format_delay(*duration))
+}
+
+fn read_duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    parse_delay(&String::deserialize(deserializer)?).map_err(serde::de::Error::custom)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_then_file_then_environment() {
+        figment::Jail::expect_with(|jail| {
+            let config = Config::load(None)?;
+            assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+            assert_eq!(config.admin_token, None);
+
+            jail.create_file(
+                "herald.toml",
+                "partitions = 4\nlisten = \"127.0.0.1:9000\"\n",
+            )?;
+            jail.set_env("HERALD_LISTEN", "0.0.0.0:7000");
+            jail.set_env("HERALD_ADMIN_TOKEN", "12345");
+            jail.set_env("HERALD_RETRY_SCHEDULE", "30s,2m,10m");
+            jail.set_env("HERALD_DELIVERY_TIMEOUT", "3s");
+            jail.set_env("HERALD_TEST_KAFKA", "127.0.0.1:9092");
+            let config = Config::load(Some(Path::new("herald.toml")))?;
+            assert_eq!(config.partitions, 4);
+            assert_eq!(config.listen.to_string(), "0.0.0.0:7000");
+            assert_eq!(config.admin_token.as_deref(), Some("12345"));
+            assert_eq!(config.retry_schedule.to_string(), "30s,2m,10m");
+            assert_eq!(config.delivery_timeout, Duration::from_secs(3));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn typos_are_errors() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("HERALD_LISTNE", "0.0.0.0:1");
+            let err = Config::load(None).unwrap_err();
+            assert!(err.to_string().contains("listne"), "{err}");
+            Ok(())
+        });
+    }
+}

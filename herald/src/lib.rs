@@ -1,0 +1,291 @@
+//! Herald composed: configuration, backends, and the roles wired into one process.
+//!
+//! `main.rs` only parses the command line; everything else is here so that integration
+//! tests, the benchmark and `herald run` start Herald the same way ([`Server::start`]).
+
+pub mod config;
+pub mod receive;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::{bail, Context as _};
+use axum::Router;
+use herald_dispatcher::{retry_tiers, Dispatcher, DispatcherConfig, HttpOptions, DELIVERER_GROUP};
+use herald_domain::retry::format_delay;
+use herald_domain::target::TargetPolicy;
+use herald_http::auth::{AdminToken, Authenticator};
+use herald_ingest::IngestState;
+use herald_log::embedded::{EmbeddedLog, EmbeddedLogOptions};
+use herald_log::{Log, TopicSpec};
+use herald_projector::Projector;
+use herald_query_api::{HealthConfig, QueryState};
+use herald_schemas::topics::Topics;
+use herald_store::embedded::EmbeddedStore;
+use herald_store::Store;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+pub use config::Config;
+
+/// Which roles a process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roles {
+    pub ingest: bool,
+    pub query_api: bool,
+    pub projector: bool,
+    pub dispatcher: bool,
+}
+
+impl Roles {
+    pub const ALL: Roles = Roles {
+        ingest: true,
+        query_api: true,
+        projector: true,
+        dispatcher: true,
+    };
+    pub const INGEST: Roles = Roles {
+        ingest: true,
+        query_api: false,
+        projector: false,
+        dispatcher: false,
+    };
+    pub const QUERY_API: Roles = Roles {
+        ingest: false,
+        query_api: true,
+        projector: false,
+        dispatcher: false,
+    };
+    pub const PROJECTOR: Roles = Roles {
+        ingest: false,
+        query_api: false,
+        projector: true,
+        dispatcher: false,
+    };
+    pub const DISPATCHER: Roles = Roles {
+        ingest: false,
+        query_api: false,
+        projector: false,
+        dispatcher: true,
+    };
+
+    fn serves_http(self) -> bool {
+        self.ingest || self.query_api
+    }
+}
+
+/// The log and the store a process works on.
+pub struct Backends {
+    pub log: Arc<dyn Log>,
+    pub store: Arc<dyn Store>,
+}
+
+impl Backends {
+    /// Opens the configured backends.
+    pub fn open(config: &Config) -> anyhow::Result<Self> {
+        use config::{LogBackend, StoreBackend};
+        if config.log == LogBackend::Kafka {
+            bail!("HERALD_LOG=kafka is not available in this version of Herald yet; use the embedded log");
+        }
+        if config.store == StoreBackend::Scylla {
+            bail!("HERALD_STORE=scylla is not available in this version of Herald yet; use the embedded store");
+        }
+        std::fs::create_dir_all(&config.data_dir).with_context(|| {
+            format!(
+                "cannot create the data directory {}",
+                config.data_dir.display()
+            )
+        })?;
+        let options = EmbeddedLogOptions {
+            fsync: config.fsync,
+            default_partitions: config.partitions,
+        };
+        let log = EmbeddedLog::open(config.data_dir.join("log"), options).with_context(|| {
+            format!(
+                "cannot open the log in {} (is another Herald process using it?)",
+                config.data_dir.display()
+            )
+        })?;
+        let store = EmbeddedStore::open(config.data_dir.join("store")).with_context(|| {
+            format!(
+                "cannot open the store in {} (is another Herald process using it?)",
+                config.data_dir.display()
+            )
+        })?;
+        Ok(Self {
+            log: Arc::new(log),
+            store: Arc::new(store),
+        })
+    }
+}
+
+/// Every topic Herald uses, with its partition count.
+pub fn topic_specs(config: &Config, topics: &Topics) -> Vec<TopicSpec> {
+    let mut names = vec![
+        topics.control.clone(),
+        topics.requests.clone(),
+        topics.deliveries.clone(),
+        topics.outcomes.clone(),
+        topics.dead_letter.clone(),
+    ];
+    names.extend(
+        retry_tiers(topics, &config.retry_schedule)
+            .into_iter()
+            .map(|(_, topic)| topic),
+    );
+    names
+        .into_iter()
+        .map(|name| TopicSpec::new(name, config.partitions))
+        .collect()
+}
+
+/// The consumer groups whose lag is undelivered work, for health.
+fn dispatcher_groups(config: &Config, topics: &Topics) -> Vec<(String, Vec<String>)> {
+    let mut groups = vec![(DELIVERER_GROUP.to_owned(), vec![topics.deliveries.clone()])];
+    for (delay, topic) in retry_tiers(topics, &config.retry_schedule) {
+        groups.push((
+            format!("{DELIVERER_GROUP}-retry-{}", format_delay(delay)),
+            vec![topic],
+        ));
+    }
+    groups
+}
+
+/// A running Herald process.
+pub struct Server {
+    http_addr: Option<SocketAddr>,
+    shutdown: CancellationToken,
+    tasks: JoinSet<anyhow::Result<()>>,
+}
+
+impl Server {
+    /// Opens the backends, creates missing topics, binds the listener (port 0 picks a free
+    /// one) and starts `roles`. Returns once everything is running.
+    pub async fn start(config: Config, roles: Roles) -> anyhow::Result<Self> {
+        let backends = Backends::open(&config)?;
+        Self::start_with(config, roles, backends).await
+    }
+
+    pub async fn start_with(
+        config: Config,
+        roles: Roles,
+        backends: Backends,
+    ) -> anyhow::Result<Self> {
+        let Backends { log, store } = backends;
+        let topics = Topics::new(&config.topic_prefix);
+        log.ensure_topics(&topic_specs(&config, &topics))
+            .await
+            .context("cannot create the topics")?;
+        let shutdown = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+        let policy = TargetPolicy {
+            allow_private: config.allow_private_targets,
+        };
+        if config.allow_private_targets {
+            tracing::warn!("HERALD_ALLOW_PRIVATE_TARGETS=true: deliveries may reach loopback and private addresses");
+        }
+
+        let mut http_addr = None;
+        if roles.serves_http() {
+            let auth = Authenticator::new(store.clone());
+            let mut router = Router::new();
+            if roles.ingest {
+                router = router.merge(herald_ingest::router(IngestState {
+                    log: log.clone(),
+                    store: store.clone(),
+                    topics: Arc::new(topics.clone()),
+                    auth: auth.clone(),
+                    admin_token: AdminToken(config.admin_token.as_deref().map(Arc::from)),
+                    target_policy: policy,
+                }));
+            }
+            if roles.query_api {
+                let health = HealthConfig {
+                    dispatcher_groups: dispatcher_groups(&config, &topics),
+                    degraded_above: config.health_degraded_above,
+                    stale_after: config.health_stale_after,
+                };
+                router = router.merge(herald_query_api::router(QueryState::new(
+                    store.clone(),
+                    log.clone(),
+                    auth,
+                    health,
+                )));
+            }
+            let app = herald_http::layers(router, config.max_body_bytes);
+            let listener = tokio::net::TcpListener::bind(config.listen)
+                .await
+                .with_context(|| format!("cannot listen on {}", config.listen))?;
+            http_addr = Some(listener.local_addr()?);
+            let stop = shutdown.clone();
+            tasks.spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await
+                    .context("the HTTP server failed")
+            });
+        }
+        if roles.projector {
+            let projector = Projector::new(log.clone(), store.clone(), topics.clone());
+            let stop = shutdown.clone();
+            tasks.spawn(async move { projector.run(stop).await.context("the projector failed") });
+        }
+        if roles.dispatcher {
+            let dispatcher_config = DispatcherConfig {
+                retry_schedule: config.retry_schedule.clone(),
+                http: HttpOptions {
+                    policy,
+                    timeout: config.delivery_timeout,
+                },
+                ..DispatcherConfig::default()
+            };
+            let dispatcher = Dispatcher::new(
+                log.clone(),
+                store.clone(),
+                topics.clone(),
+                dispatcher_config,
+            );
+            let stop = shutdown.clone();
+            tasks.spawn(async move { dispatcher.run(stop).await.context("the dispatcher failed") });
+        }
+        Ok(Self {
+            http_addr,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// Where the HTTP listener is, if this process serves HTTP.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
+    }
+
+    /// A token that stops the server when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Runs until shutdown is requested or a role fails, then stops every role.
+    pub async fn wait(mut self) -> anyhow::Result<()> {
+        let mut result = Ok(());
+        while let Some(joined) = self.tasks.join_next().await {
+            let outcome = joined.context("a role panicked").and_then(|r| r);
+            if let Err(err) = outcome {
+                tracing::error!(error = format!("{err:#}"), "stopping: a role failed");
+                self.shutdown.cancel();
+                result = result.and(Err(err));
+            } else if !self.shutdown.is_cancelled() {
+                // A role ending on its own is as bad as failing: stop the rest.
+                self.shutdown.cancel();
+            }
+        }
+        result
+    }
+
+    /// Stops every role gracefully and waits for them; the backends are closed on return,
+    /// so the same data directory can be opened again at once.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.wait().await
+    }
+}

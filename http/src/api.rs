@@ -1,0 +1,149 @@
+//! Resource shapes shown by both APIs (ingest answers writes with them, query-api answers
+//! reads). Named `<Resource>Out` after what they are: the wire form, not the stored form.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use herald_domain::model::{Delivery, Endpoint, Plan, Template, Tenant};
+use herald_domain::template::ChannelContent;
+use serde::Serialize;
+
+#[derive(Debug, Serialize)]
+pub struct PlanOut {
+    pub monthly_quota: Option<u64>,
+    pub rate_limit_per_minute: u32,
+}
+
+impl From<&Plan> for PlanOut {
+    fn from(plan: &Plan) -> Self {
+        Self {
+            monthly_quota: plan.monthly_quota,
+            rate_limit_per_minute: plan.rate_limit_per_minute,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct TenantOut {
+    pub id: String,
+    pub name: String,
+    pub plan: PlanOut,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<&Tenant> for TenantOut {
+    fn from(tenant: &Tenant) -> Self {
+        Self {
+            id: tenant.id.to_string(),
+            name: tenant.name.clone(),
+            plan: PlanOut::from(&tenant.plan),
+            created_at: tenant.created_at,
+        }
+    }
+}
+
+/// A webhook endpoint. The secret appears only in the answer to its creation.
+#[derive(Debug, Serialize)]
+pub struct EndpointOut {
+    pub id: String,
+    pub url: String,
+    pub description: Option<String>,
+    pub events: Vec<String>,
+    pub signature_scheme: &'static str,
+    pub is_active: bool,
+    pub disabled_reason: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+}
+
+impl EndpointOut {
+    /// The public view, without the secret.
+    pub fn public(endpoint: &Endpoint) -> Self {
+        Self {
+            id: endpoint.id.to_string(),
+            url: endpoint.url.clone(),
+            description: endpoint.description.clone(),
+            events: endpoint.events.clone(),
+            signature_scheme: endpoint.signature_scheme.as_str(),
+            is_active: endpoint.is_active,
+            disabled_reason: endpoint.disabled_reason.clone(),
+            created_at: endpoint.created_at,
+            updated_at: endpoint.updated_at,
+            secret: None,
+        }
+    }
+
+    /// The one view that shows the secret: the answer to creating the endpoint.
+    pub fn with_secret(endpoint: &Endpoint) -> Self {
+        Self {
+            secret: Some(endpoint.secret.clone()),
+            ..Self::public(endpoint)
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct TemplateOut {
+    pub id: String,
+    pub slug: String,
+    pub channels: BTreeMap<String, ChannelContent>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<&Template> for TemplateOut {
+    fn from(template: &Template) -> Self {
+        Self {
+            id: template.id.to_string(),
+            slug: template.slug.clone(),
+            channels: template
+                .channels
+                .iter()
+                .map(|(channel, content)| (channel.to_string(), content.clone()))
+                .collect(),
+            created_at: template.created_at,
+            updated_at: template.updated_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct DeliveryOut {
+    pub id: String,
+    pub status: &'static str,
+    pub channel: &'static str,
+    pub recipient_id: Option<String>,
+    pub template: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    pub external_id: Option<String>,
+}
+
+impl From<&Delivery> for DeliveryOut {
+    fn from(delivery: &Delivery) -> Self {
+        Self {
+            id: delivery.id.to_string(),
+            status: delivery.status.as_str(),
+            channel: delivery.channel.as_str(),
+            recipient_id: delivery.recipient_id.as_ref().map(ToString::to_string),
+            template: delivery.template.clone(),
+            created_at: delivery.created_at,
+            updated_at: delivery.updated_at,
+            attempts: delivery.attempts,
+            last_error: delivery.last_error.clone(),
+            external_id: delivery.external_id.clone(),
+        }
+    }
+}
+
+/// A list page (API.md "Pagination").
+#[derive(Debug, Serialize)]
+pub struct Page<T> {
+    pub data: Vec<T>,
+    pub next_cursor: Option<String>,
+    pub has_more: bool,
+}

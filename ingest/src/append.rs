@@ -1,0 +1,42 @@
+//! Appending events: encode, route to topic and key, append durably, and write control
+//! entities through to the store.
+
+use herald_http::ApiError;
+use herald_log::OutgoingRecord;
+use herald_schemas::HeraldEvent;
+use herald_store::ReadModelWrite;
+
+use crate::IngestState;
+
+impl IngestState {
+    /// Appends `events` and returns once they are durable. A failure is a 503: the client
+    /// may retry, and nothing it was told was accepted is lost.
+    pub(crate) async fn append(&self, events: &[HeraldEvent]) -> Result<(), ApiError> {
+        let records = events
+            .iter()
+            .map(|event| {
+                let (topic, key) = self.topics.route(event);
+                let value = herald_schemas::encode(event).map_err(ApiError::internal)?;
+                Ok(OutgoingRecord::new(topic, key, value))
+            })
+            .collect::<Result<Vec<_>, ApiError>>()?;
+        self.log.append(records).await.map_err(|err| {
+            tracing::error!(error = %err, "log append failed");
+            ApiError::Unavailable("the log did not accept the request; retry shortly".into())
+        })?;
+        Ok(())
+    }
+
+    /// Appends control events, then writes the entities they describe to the store. The
+    /// projector makes the same versioned writes from the log, so if this second step fails
+    /// the store still converges; the client is told to retry either way.
+    pub(crate) async fn append_control(
+        &self,
+        events: &[HeraldEvent],
+        writes: Vec<ReadModelWrite>,
+    ) -> Result<(), ApiError> {
+        self.append(events).await?;
+        self.store.apply(writes, None).await?;
+        Ok(())
+    }
+}

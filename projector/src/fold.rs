@@ -1,0 +1,209 @@
+//! Folding one batch of events into read-model writes.
+
+use std::collections::{BTreeMap, HashMap};
+
+use herald_domain::ids::{DeliveryId, RecipientId, TenantId};
+use herald_domain::model::{
+    ApiKeyRecord, Delivery, DeliveryChange, Endpoint, Recipient, Template, Tenant,
+};
+use herald_domain::{time_from_millis, Channel, DeliveryStatus};
+use herald_schemas::HeraldEvent;
+use herald_store::{HealthCounts, ReadModelWrite, Store, StoreError};
+
+/// Accumulates the writes of one batch. Rows touched more than once in a batch are read
+/// from the batch, not the store, so the batch's own earlier events count.
+pub struct Fold<'s> {
+    store: &'s dyn Store,
+    writes: Vec<ReadModelWrite>,
+    deliveries: HashMap<(TenantId, DeliveryId), Delivery>,
+    health: BTreeMap<i64, HealthCounts>,
+}
+
+fn minute_of(ms: i64) -> i64 {
+    ms.div_euclid(60_000)
+}
+
+impl<'s> Fold<'s> {
+    pub fn new(store: &'s dyn Store) -> Self {
+        Self {
+            store,
+            writes: Vec::new(),
+            deliveries: HashMap::new(),
+            health: BTreeMap::new(),
+        }
+    }
+
+    pub async fn apply(&mut self, event: &HeraldEvent) -> Result<(), StoreError> {
+        use HeraldEvent as E;
+        match event {
+            E::TenantUpserted(e) => self.writes.push(ReadModelWrite::Tenant(Tenant::from(e))),
+            E::ApiKeyCreated(e) => self
+                .writes
+                .push(ReadModelWrite::ApiKey(ApiKeyRecord::from(e))),
+            E::ApiKeyRevoked(e) => {
+                if let Some(mut key) = self.store.api_key_by_hash(&e.key_hash).await? {
+                    key.revoked_at = Some(time_from_millis(e.revoked_at));
+                    self.writes.push(ReadModelWrite::ApiKey(key));
+                }
+            }
+            E::TemplateUpserted(e) => self
+                .writes
+                .push(ReadModelWrite::Template(Template::from(e))),
+            E::TemplateDeleted(e) => self.writes.push(ReadModelWrite::TemplateDeleted {
+                tenant_id: TenantId::from_trusted(&e.tenant_id),
+                slug: e.slug.clone(),
+                at: time_from_millis(e.deleted_at),
+            }),
+            E::EndpointUpserted(e) => self
+                .writes
+                .push(ReadModelWrite::Endpoint(Endpoint::from(e))),
+            E::RecipientUpserted(e) => self
+                .writes
+                .push(ReadModelWrite::Recipient(Recipient::from(e))),
+            E::SendRequested(e) => {
+                let at = time_from_millis(e.requested_at);
+                let channel = e.channel.parse().unwrap_or(Channel::Webhook);
+                let row = self
+                    .delivery(&e.tenant_id, &e.delivery_id, channel, e.requested_at)
+                    .await?;
+                // The row may exist already if outcomes were read first; fill in what only
+                // the request knows without touching the status it reached.
+                row.recipient_id = Some(RecipientId::from_trusted(&e.recipient_id));
+                row.template = Some(e.template.clone());
+                row.created_at = row.created_at.min(at);
+            }
+            E::DeliveryAttempted(e) if e.channel != Channel::Webhook.as_str() => {
+                let change = DeliveryChange::Attempted {
+                    attempt: e.attempt.max(0) as u32,
+                    error: e.error.clone(),
+                    at: time_from_millis(e.attempted_at),
+                };
+                self.change(
+                    &e.tenant_id,
+                    &e.delivery_id,
+                    &e.channel,
+                    e.attempted_at,
+                    change,
+                )
+                .await?;
+            }
+            E::DeliverySucceeded(e) => {
+                let status = e.status.parse().unwrap_or(DeliveryStatus::Sent);
+                let counts = HealthCounts {
+                    sent: 1,
+                    delivered: u64::from(status == DeliveryStatus::Delivered),
+                    failed: 0,
+                };
+                self.health
+                    .entry(minute_of(e.succeeded_at))
+                    .or_default()
+                    .add(counts);
+                if e.channel != Channel::Webhook.as_str() {
+                    let change = DeliveryChange::Reached {
+                        status,
+                        external_id: e.external_id.clone(),
+                        at: time_from_millis(e.succeeded_at),
+                    };
+                    self.change(
+                        &e.tenant_id,
+                        &e.delivery_id,
+                        &e.channel,
+                        e.succeeded_at,
+                        change,
+                    )
+                    .await?;
+                }
+            }
+            E::DeliveryFailed(e) => {
+                self.health
+                    .entry(minute_of(e.failed_at))
+                    .or_default()
+                    .add(HealthCounts {
+                        failed: 1,
+                        ..Default::default()
+                    });
+                if e.channel != Channel::Webhook.as_str() {
+                    let change = DeliveryChange::Failed {
+                        attempts: e.attempts.max(0) as u32,
+                        reason: e.reason.clone(),
+                        at: time_from_millis(e.failed_at),
+                    };
+                    self.change(
+                        &e.tenant_id,
+                        &e.delivery_id,
+                        &e.channel,
+                        e.failed_at,
+                        change,
+                    )
+                    .await?;
+                }
+            }
+            // Webhook attempts, tasks, business events and endpoint changes get read models of
+            // their own (attempt log, event history) in later work; nothing to fold yet.
+            E::DeliveryAttempted(_)
+            | E::DeliveryTask(_)
+            | E::BusinessEventReceived(_)
+            | E::EndpointDisabled(_) => {}
+        }
+        Ok(())
+    }
+
+    async fn change(
+        &mut self,
+        tenant: &str,
+        delivery: &str,
+        channel: &str,
+        at_ms: i64,
+        change: DeliveryChange,
+    ) -> Result<(), StoreError> {
+        let channel = channel.parse().unwrap_or(Channel::Webhook);
+        self.delivery(tenant, delivery, channel, at_ms)
+            .await?
+            .apply(&change);
+        Ok(())
+    }
+
+    /// The row of a delivery: from this batch, else the store, else a new `queued` row.
+    async fn delivery(
+        &mut self,
+        tenant: &str,
+        delivery: &str,
+        channel: Channel,
+        at_ms: i64,
+    ) -> Result<&mut Delivery, StoreError> {
+        let key = (
+            TenantId::from_trusted(tenant),
+            DeliveryId::from_trusted(delivery),
+        );
+        if !self.deliveries.contains_key(&key) {
+            let stored = self.store.delivery(&key.0, &key.1).await?;
+            let at = time_from_millis(at_ms);
+            let row = stored.unwrap_or_else(|| Delivery {
+                id: key.1.clone(),
+                tenant_id: key.0.clone(),
+                status: DeliveryStatus::Queued,
+                channel,
+                recipient_id: None,
+                template: None,
+                created_at: at,
+                updated_at: at,
+                attempts: 0,
+                last_error: None,
+                external_id: None,
+            });
+            self.deliveries.insert(key.clone(), row);
+        }
+        Ok(self.deliveries.get_mut(&key).expect("inserted above"))
+    }
+
+    pub fn into_writes(mut self) -> Vec<ReadModelWrite> {
+        self.writes
+            .extend(self.deliveries.into_values().map(ReadModelWrite::Delivery));
+        self.writes.extend(
+            self.health
+                .into_iter()
+                .map(|(minute, counts)| ReadModelWrite::HealthCounts { minute, counts }),
+        );
+        self.writes
+    }
+}

@@ -1,0 +1,1580 @@
+//! The conformance suite every [`Store`] implementation must pass (embedded now, ScyllaDB
+//! later).
+//!
+//! Each check is an `async fn` taking the store under test and panicking with a message that
+//! says which contract broke. Every check works under freshly generated tenant ids, consumer
+//! names and claim keys, so all of them can share one store, including a long-lived database
+//! node that earlier runs have written to; [`run_all`] runs them one after the other.
+//!
+//! The one table that is not partitioned by tenant is the health counters (one row per
+//! minute, for every tenant): [`health_counts_add_up_per_minute`] therefore measures the
+//! difference its own writes make, and assumes nothing else writes health counters while it
+//! runs.
+//!
+//! Durability across a restart depends on how a store is opened, so it is a separate check,
+//! [`survives_reopen`], given a function that opens (or reconnects to) the same store.
+//!
+//! Times are whole milliseconds, the precision every backend keeps.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use herald_domain::ids::{ApiKeyId, DeliveryId, EndpointId, RecipientId, TemplateId, TenantId};
+use herald_domain::model::{
+    ApiKeyRecord, Contacts, Delivery, Endpoint, Plan, Recipient, SignatureScheme, Template, Tenant,
+};
+use herald_domain::template::ChannelContent;
+use herald_domain::{Channel, DeliveryStatus};
+
+use crate::embedded::EmbeddedStore;
+use crate::{Checkpoint, ClaimKey, ClaimOutcome, ContactKind, HealthCounts, ReadModelWrite, Store};
+
+/// An embedded store in a fresh temporary directory, for tests of the roles that use a store.
+/// The directory is deleted when the returned guard drops.
+pub fn embedded_in_tempdir() -> (tempfile::TempDir, EmbeddedStore) {
+    let dir = tempfile::tempdir().expect("conformance: cannot create a temporary directory");
+    let store = EmbeddedStore::open(dir.path()).expect("conformance: cannot open embedded store");
+    (dir, store)
+}
+
+/// Runs every check against one store, one after the other.
+pub async fn run_all(store: Arc<dyn Store>) {
+    let store = &*store;
+    tenant_round_trip(store).await;
+    api_key_round_trip(store).await;
+    template_round_trip(store).await;
+    endpoint_round_trip(store).await;
+    recipient_round_trip(store).await;
+    delivery_round_trip(store).await;
+    tenants_are_isolated(store).await;
+    versioned_upserts_keep_the_newest(store).await;
+    api_key_revocation_is_sticky(store).await;
+    template_deleted_respects_versions(store).await;
+    recipients_are_found_by_contact(store).await;
+    health_counts_add_up_per_minute(store).await;
+    checkpoints_are_stored_with_writes(store).await;
+    later_writes_in_a_batch_see_earlier_ones(store).await;
+    claims_deduplicate(store).await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Fixtures
+
+/// A fixed instant, whole milliseconds, plus `ms`.
+fn at(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(1_700_000_000_123 + ms).expect("valid fixture time")
+}
+
+fn tenant(id: &TenantId, name: &str, updated_ms: i64) -> Tenant {
+    Tenant {
+        id: id.clone(),
+        name: name.to_owned(),
+        plan: Plan {
+            monthly_quota: Some(10_000),
+            rate_limit_per_minute: 60,
+        },
+        created_at: at(0),
+        updated_at: at(updated_ms),
+    }
+}
+
+fn api_key(tenant: &TenantId, name: &str, revoked: Option<DateTime<Utc>>) -> ApiKeyRecord {
+    let id = ApiKeyId::generate();
+    ApiKeyRecord {
+        key_hash: format!("sha256-of-{}", id.as_str()),
+        id,
+        tenant_id: tenant.clone(),
+        name: name.to_owned(),
+        prefix: "hk_AbCdEfGh".to_owned(),
+        created_at: at(0),
+        revoked_at: revoked,
+    }
+}
+
+fn template(tenant: &TenantId, slug: &str, body: &str, updated_ms: i64) -> Template {
+    let mut channels = BTreeMap::new();
+    channels.insert(
+        Channel::Email,
+        ChannelContent {
+            subject: Some("Hello {{ name }}".to_owned()),
+            body: body.to_owned(),
+        },
+    );
+    channels.insert(
+        Channel::Sms,
+        ChannelContent {
+            subject: None,
+            body: format!("sms: {body}"),
+        },
+    );
+    Template {
+        // Derived from the slug, so versions of one template share their id.
+        id: TemplateId::derive(at(0).timestamp_millis(), slug.as_bytes()),
+        tenant_id: tenant.clone(),
+        slug: slug.to_owned(),
+        channels,
+        created_at: at(0),
+        updated_at: at(updated_ms),
+    }
+}
+
+fn endpoint(tenant: &TenantId, id: &EndpointId, url: &str, updated_ms: i64) -> Endpoint {
+    Endpoint {
+        id: id.clone(),
+        tenant_id: tenant.clone(),
+        url: url.to_owned(),
+        description: Some("orders webhook".to_owned()),
+        events: vec!["order.*".to_owned(), "invoice.paid".to_owned()],
+        signature_scheme: SignatureScheme::Stripe,
+        secret: "whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQ=".to_owned(),
+        is_active: true,
+        disabled_reason: None,
+        created_at: at(0),
+        updated_at: at(updated_ms),
+    }
+}
+
+fn recipient(tenant: &TenantId, id: &RecipientId, email: &str, updated_ms: i64) -> Recipient {
+    Recipient {
+        id: id.clone(),
+        tenant_id: tenant.clone(),
+        name: Some("Ada".to_owned()),
+        contacts: Contacts {
+            email: Some(email.to_owned()),
+            phone: Some(format!("+4930{}", updated_ms.rem_euclid(100_000))),
+            whatsapp_phone: None,
+            telegram_chat_id: Some("123456".to_owned()),
+            slack_webhook_url: Some(format!("https://hooks.slack.com/services/{}", id.as_str())),
+            discord_webhook_url: None,
+        },
+        created_at: at(0),
+        updated_at: at(updated_ms),
+    }
+}
+
+fn delivery(tenant: &TenantId, id: &DeliveryId, recipient: Option<&RecipientId>) -> Delivery {
+    Delivery {
+        id: id.clone(),
+        tenant_id: tenant.clone(),
+        status: DeliveryStatus::Queued,
+        channel: Channel::Email,
+        recipient_id: recipient.cloned(),
+        template: Some("welcome".to_owned()),
+        created_at: at(0),
+        updated_at: at(0),
+        attempts: 0,
+        last_error: None,
+        external_id: None,
+    }
+}
+
+/// Unwraps a store result, naming the operation that failed.
+fn ok<T>(result: crate::Result<T>, what: &str) -> T {
+    match result {
+        Ok(value) => value,
+        Err(error) => panic!("conformance: store error during {what}: {error:?}"),
+    }
+}
+
+async fn apply(store: &dyn Store, writes: Vec<ReadModelWrite>, what: &str) {
+    ok(store.apply(writes, None).await, what);
+}
+
+// ---------------------------------------------------------------------------------------
+// Round trips
+
+/// A tenant written is read back unchanged; an unknown tenant is `None`.
+pub async fn tenant_round_trip(store: &dyn Store) {
+    let id = TenantId::generate();
+    let written = tenant(&id, "Acme", 10);
+    apply(
+        store,
+        vec![ReadModelWrite::Tenant(written.clone())],
+        "writing a tenant",
+    )
+    .await;
+    let read = ok(store.tenant(&id).await, "reading a tenant");
+    assert_eq!(
+        read,
+        Some(written),
+        "tenant_round_trip: the tenant read back differs"
+    );
+    let unknown = ok(
+        store.tenant(&TenantId::generate()).await,
+        "reading an unknown tenant",
+    );
+    assert_eq!(
+        unknown, None,
+        "tenant_round_trip: an unknown tenant id must be None"
+    );
+}
+
+/// An API key is found by its hash; an unknown hash is `None`.
+pub async fn api_key_round_trip(store: &dyn Store) {
+    let tenant_id = TenantId::generate();
+    let written = api_key(&tenant_id, "ci", None);
+    apply(
+        store,
+        vec![ReadModelWrite::ApiKey(written.clone())],
+        "writing an api key",
+    )
+    .await;
+    let read = ok(
+        store.api_key_by_hash(&written.key_hash).await,
+        "reading an api key",
+    );
+    assert_eq!(
+        read,
+        Some(written.clone()),
+        "api_key_round_trip: the key read back differs"
+    );
+    let unknown = format!("{}-unknown", written.key_hash);
+    let read = ok(
+        store.api_key_by_hash(&unknown).await,
+        "reading an unknown api key",
+    );
+    assert_eq!(
+        read, None,
+        "api_key_round_trip: an unknown key hash must be None"
+    );
+}
+
+/// A template is found by tenant and slug; an unknown slug is `None`.
+pub async fn template_round_trip(store: &dyn Store) {
+    let tenant_id = TenantId::generate();
+    let written = template(&tenant_id, "welcome", "Hi {{ name }}", 10);
+    apply(
+        store,
+        vec![ReadModelWrite::Template(written.clone())],
+        "writing a template",
+    )
+    .await;
+    let read = ok(
+        store.template(&tenant_id, "welcome").await,
+        "reading a template",
+    );
+    assert_eq!(
+        read,
+        Some(written),
+        "template_round_trip: the template read back differs"
+    );
+    let read = ok(
+        store.template(&tenant_id, "welcome-2").await,
+        "reading an unknown template",
+    );
+    assert_eq!(
+        read, None,
+        "template_round_trip: an unknown slug must be None"
+    );
+    let read = ok(
+        store.template(&tenant_id, "welcom").await,
+        "reading a slug prefix",
+    );
+    assert_eq!(
+        read, None,
+        "template_round_trip: a prefix of a slug must not find the template"
+    );
+}
+
+/// An endpoint is found by tenant and id and listed, oldest first; an unknown id is `None`.
+pub async fn endpoint_round_trip(store: &dyn Store) {
+    let tenant_id = TenantId::generate();
+    // Ids carry their creation time; derive them so their order is certain.
+    let seed = tenant_id.as_str().as_bytes();
+    let older_id = EndpointId::derive(at(0).timestamp_millis(), seed);
+    let newer_id = EndpointId::derive(at(5_000).timestamp_millis(), seed);
+    let older = endpoint(&tenant_id, &older_id, "https://example.com/older", 10);
+    let mut newer = endpoint(&tenant_id, &newer_id, "https://example.com/newer", 10);
+    newer.created_at = at(5_000);
+    newer.signature_scheme = SignatureScheme::Standard;
+    newer.is_active = false;
+    newer.disabled_reason = Some("failing for 5 days".to_owned());
+    // Written newest first: the listing must not depend on write order.
+    let writes = vec![
+        ReadModelWrite::Endpoint(newer.clone()),
+        ReadModelWrite::Endpoint(older.clone()),
+    ];
+    apply(store, writes, "writing endpoints").await;
+
+    let read = ok(
+        store.endpoint(&tenant_id, &older_id).await,
+        "reading an endpoint",
+    );
+    assert_eq!(
+        read,
+        Some(older.clone()),
+        "endpoint_round_trip: the endpoint read back differs"
+    );
+    let read = ok(
+        store.endpoint(&tenant_id, &newer_id).await,
+        "reading an endpoint",
+    );
+    assert_eq!(
+        read,
+        Some(newer.clone()),
+        "endpoint_round_trip: the endpoint read back differs"
+    );
+    let read = ok(
+        store.endpoint(&tenant_id, &EndpointId::generate()).await,
+        "reading an unknown endpoint",
+    );
+    assert_eq!(
+        read, None,
+        "endpoint_round_trip: an unknown endpoint id must be None"
+    );
+    let listed = ok(store.endpoints(&tenant_id).await, "listing endpoints");
+    assert_eq!(
+        listed,
+        vec![older, newer],
+        "endpoint_round_trip: endpoints() must list the tenant's endpoints, oldest first"
+    );
+    let listed = ok(
+        store.endpoints(&TenantId::generate()).await,
+        "listing an unknown tenant's endpoints",
+    );
+    assert!(
+        listed.is_empty(),
+        "endpoint_round_trip: a tenant without endpoints must list none, got {listed:?}"
+    );
+}
+
+/// A recipient is found by tenant and id; an unknown id is `None`.
+pub async fn recipient_round_trip(store: &dyn Store) {
+    let tenant_id = TenantId::generate();
+    let id = RecipientId::generate();
+    let written = recipient(&tenant_id, &id, "ada@example.com", 10);
+    apply(
+        store,
+        vec![ReadModelWrite::Recipient(written.clone())],
+        "writing a recipient",
+    )
+    .await;
+    let read = ok(
+        store.recipient(&tenant_id, &id).await,
+        "reading a recipient",
+    );
+    assert_eq!(
+        read,
+        Some(written),
+        "recipient_round_trip: the recipient read back differs"
+    );
+    let read = ok(
+        store.recipient(&tenant_id, &RecipientId::generate()).await,
+        "reading an unknown recipient",
+    );
+    assert_eq!(
+        read, None,
+        "recipient_round_trip: an unknown recipient id must be None"
+    );
+}
+
+/// A delivery is found by tenant and id, and a later write replaces the row; an unknown id
+/// is `None`.
+pub async fn delivery_round_trip(store: &dyn Store) {
+    let tenant_id = TenantId::generate();
+    let id = DeliveryId::generate();
+    let written = delivery(&tenant_id, &id, Some(&RecipientId::generate()));
+    apply(
+        store,
+        vec![ReadModelWrite::Delivery(written.clone())],
+        "writing a delivery",
+    )
+    .await;
+    let read = ok(store.delivery(&tenant_id, &id).await, "reading a delivery");
+    assert_eq!(
+        read,
+        Some(written.clone()),
+        "delivery_round_trip: the delivery read back differs"
+    );
+
+    let mut folded = written;
+    folded.status = DeliveryStatus::Delivered;
+    folded.attempts = 2;
+    folded.last_error = None;
+    folded.external_id = Some("msg-42".to_owned());
+    folded.updated_at = at(2_000);
+    apply(
+        store,
+        vec![ReadModelWrite::Delivery(folded.clone())],
+        "replacing a delivery",
+    )
+    .await;
+    let read = ok(
+        store.delivery(&tenant_id, &id).await,
+        "reading a replaced delivery",
+    );
+    assert_eq!(
+        read,
+        Some(folded),
+        "delivery_round_trip: a later delivery write must replace the row"
+    );
+
+    let read = ok(
+        store.delivery(&tenant_id, &DeliveryId::generate()).await,
+        "reading an unknown delivery",
+    );
+    assert_eq!(
+        read, None,
+        "delivery_round_trip: an unknown delivery id must be None"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Tenant isolation
+
+/// Rows are found only under their own tenant, even by another tenant that knows their ids.
+pub async fn tenants_are_isolated(store: &dyn Store) {
+    let owner = TenantId::generate();
+    let other = TenantId::generate();
+    let endpoint_id = EndpointId::generate();
+    let recipient_id = RecipientId::generate();
+    let delivery_id = DeliveryId::generate();
+    let other_endpoint_id = EndpointId::generate();
+    let other_endpoint = endpoint(
+        &other,
+        &other_endpoint_id,
+        "https://other.example.com/hook",
+        10,
+    );
+    let writes = vec![
+        ReadModelWrite::Tenant(tenant(&owner, "Owner", 10)),
+        ReadModelWrite::Tenant(tenant(&other, "Other", 10)),
+        ReadModelWrite::Template(template(&owner, "welcome", "Hi", 10)),
+        ReadModelWrite::Endpoint(endpoint(
+            &owner,
+            &endpoint_id,
+            "https://owner.example.com/hook",
+            10,
+        )),
+        ReadModelWrite::Endpoint(other_endpoint.clone()),
+        ReadModelWrite::Recipient(recipient(&owner, &recipient_id, "owner@example.com", 10)),
+        ReadModelWrite::Delivery(delivery(&owner, &delivery_id, Some(&recipient_id))),
+    ];
+    apply(store, writes, "writing two tenants' rows").await;
+
+    // The owner sees its rows (so the `None`s below are about isolation, not missing rows).
+    assert!(
+        ok(
+            store.template(&owner, "welcome").await,
+            "reading a template"
+        )
+        .is_some(),
+        "tenants_are_isolated: the owner must find its template"
+    );
+    assert!(
+        ok(
+            store.delivery(&owner, &delivery_id).await,
+            "reading a delivery"
+        )
+        .is_some(),
+        "tenants_are_isolated: the owner must find its delivery"
+    );
+
+    let read = ok(
+        store.template(&other, "welcome").await,
+        "reading another tenant's template",
+    );
+    assert_eq!(
+        read, None,
+        "tenants_are_isolated: a template slug must not be found under another tenant"
+    );
+    let read = ok(
+        store.endpoint(&other, &endpoint_id).await,
+        "reading another tenant's endpoint",
+    );
+    assert_eq!(
+        read, None,
+        "tenants_are_isolated: an endpoint id must not be found under another tenant"
+    );
+    let read = ok(
+        store.endpoint(&owner, &other_endpoint_id).await,
+        "reading another tenant's endpoint",
+    );
+    assert_eq!(
+        read, None,
+        "tenants_are_isolated: an endpoint id must not be found under another tenant"
+    );
+    let read = ok(
+        store.recipient(&other, &recipient_id).await,
+        "reading another tenant's recipient",
+    );
+    assert_eq!(
+        read, None,
+        "tenants_are_isolated: a recipient id must not be found under another tenant"
+    );
+    let read = ok(
+        store.delivery(&other, &delivery_id).await,
+        "reading another tenant's delivery",
+    );
+    assert_eq!(
+        read, None,
+        "tenants_are_isolated: a delivery id must not be found under another tenant"
+    );
+
+    let listed = ok(store.endpoints(&owner).await, "listing endpoints");
+    let ids: Vec<&EndpointId> = listed.iter().map(|e| &e.id).collect();
+    assert_eq!(
+        ids,
+        vec![&endpoint_id],
+        "tenants_are_isolated: endpoints(owner) must list only the owner's endpoints"
+    );
+    let listed = ok(store.endpoints(&other).await, "listing endpoints");
+    assert_eq!(
+        listed,
+        vec![other_endpoint],
+        "tenants_are_isolated: endpoints(other) must list only the other's endpoints"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Versioned upserts
+
+/// An older `updated_at` written after a newer one changes nothing; an equal or newer one
+/// replaces the row (tenants, templates, endpoints, recipients).
+pub async fn versioned_upserts_keep_the_newest(store: &dyn Store) {
+    let tenant_id = TenantId::generate();
+    let endpoint_id = EndpointId::generate();
+    let recipient_id = RecipientId::generate();
+
+    // Version 2 first, then the stale version 1.
+    let t2 = tenant(&tenant_id, "Acme v2", 200);
+    let tpl2 = template(&tenant_id, "welcome", "v2", 200);
+    let ep2 = endpoint(&tenant_id, &endpoint_id, "https://example.com/v2", 200);
+    let rcp2 = recipient(&tenant_id, &recipient_id, "v2@example.com", 200);
+    let newer = vec![
+        ReadModelWrite::Tenant(t2.clone()),
+        ReadModelWrite::Template(tpl2.clone()),
+        ReadModelWrite::Endpoint(ep2.clone()),
+        ReadModelWrite::Recipient(rcp2.clone()),
+    ];
+    apply(store, newer, "writing newer versions").await;
+    let older = vec![
+        ReadModelWrite::Tenant(tenant(&tenant_id, "Acme v1", 100)),
+        ReadModelWrite::Template(template(&tenant_id, "welcome", "v1", 100)),
+        ReadModelWrite::Endpoint(endpoint(
+            &tenant_id,
+            &endpoint_id,
+            "https://example.com/v1",
+            100,
+        )),
+        ReadModelWrite::Recipient(recipient(&tenant_id, &recipient_id, "v1@example.com", 100)),
+    ];
+    apply(store, older, "writing older versions").await;
+    check_versions(
+        store,
+        &tenant_id,
+        &t2,
+        &tpl2,
+        &ep2,
+        &rcp2,
+        "an older write must not replace a newer row",
+    )
+    .await;
+
+    // The same version with other content replaces (a retried write is the latest word).
+    let t2b = tenant(&tenant_id, "Acme v2b", 200);
+    let tpl2b = template(&tenant_id, "welcome", "v2b", 200);
+    let ep2b = endpoint(&tenant_id, &endpoint_id, "https://example.com/v2b", 200);
+    let rcp2b = recipient(&tenant_id, &recipient_id, "v2b@example.com", 200);
+    let equal = vec![
+        ReadModelWrite::Tenant(t2b.clone()),
+        ReadModelWrite::Template(tpl2b.clone()),
+        ReadModelWrite::Endpoint(ep2b.clone()),
+        ReadModelWrite::Recipient(rcp2b.clone()),
+    ];
+    apply(store, equal, "writing equal versions").await;
+    check_versions(
+        store,
+        &tenant_id,
+        &t2b,
+        &tpl2b,
+        &ep2b,
+        &rcp2b,
+        "an equal updated_at must replace the row",
+    )
+    .await;
+
+    let t3 = tenant(&tenant_id, "Acme v3", 300);
+    let tpl3 = template(&tenant_id, "welcome", "v3", 300);
+    let ep3 = endpoint(&tenant_id, &endpoint_id, "https://example.com/v3", 300);
+    let rcp3 = recipient(&tenant_id, &recipient_id, "v3@example.com", 300);
+    let newest = vec![
+        ReadModelWrite::Tenant(t3.clone()),
+        ReadModelWrite::Template(tpl3.clone()),
+        ReadModelWrite::Endpoint(ep3.clone()),
+        ReadModelWrite::Recipient(rcp3.clone()),
+    ];
+    apply(store, newest, "writing newest versions").await;
+    check_versions(
+        store,
+        &tenant_id,
+        &t3,
+        &tpl3,
+        &ep3,
+        &rcp3,
+        "a newer updated_at must replace the row",
+    )
+    .await;
+}
+
+async fn check_versions(
+    store: &dyn Store,
+    tenant_id: &TenantId,
+    t: &Tenant,
+    tpl: &Template,
+    ep: &Endpoint,
+    rcp: &Recipient,
+    rule: &str,
+) {
+    let read = ok(store.tenant(tenant_id).await, "reading a tenant");
+    assert_eq!(
+        read.as_ref(),
+        Some(t),
+        "versioned_upserts_keep_the_newest (tenant): {rule}"
+    );
+    let read = ok(
+        store.template(tenant_id, &tpl.slug).await,
+        "reading a template",
+    );
+    assert_eq!(
+        read.as_ref(),
+        Some(tpl),
+        "versioned_upserts_keep_the_newest (template): {rule}"
+    );
+    let read = ok(
+        store.endpoint(tenant_id, &ep.id).await,
+        "reading an endpoint",
+    );
+    assert_eq!(
+        read.as_ref(),
+        Some(ep),
+        "versioned_upserts_keep_the_newest (endpoint): {rule}"
+    );
+    let listed = ok(store.endpoints(tenant_id).await, "listing endpoints");
+    assert_eq!(
+        listed,
+        vec![ep.clone()],
+        "versioned_upserts_keep_the_newest (endpoints list): {rule}"
+    );
+    let read = ok(
+        store.recipient(tenant_id, &rcp.id).await,
+        "reading a recipient",
+    );
+    assert_eq!(
+        read.as_ref(),
+        Some(rcp),
+        "versioned_upserts_keep_the_newest (recipient): {rule}"
+    );
+}
+
+/// A revoked key stays revoked when a later write (say, a rename replayed from the log)
+/// carries no `revoked_at`.
+pub async fn api_key_revocation_is_sticky(store: &dyn Store) {
+    let tenant_id = TenantId::generate();
+    let active = api_key(&tenant_id, "ci", None);
+    apply(
+        store,
+        vec![ReadModelWrite::ApiKey(active.clone())],
+        "writing an api key",
+    )
+    .await;
+    let read = ok(
+        store.api_key_by_hash(&active.key_hash).await,
+        "reading an api key",
+    );
+    assert_eq!(
+        read.and_then(|k| k.revoked_at),
+        None,
+        "api_key_revocation_is_sticky: a new key must not be revoked"
+    );
+
+    let revoked_at = at(1_000);
+    let revoked = ApiKeyRecord {
+        revoked_at: Some(revoked_at),
+        ..active.clone()
+    };
+    apply(
+        store,
+        vec![ReadModelWrite::ApiKey(revoked)],
+        "revoking an api key",
+    )
+    .await;
+    let read = ok(
+        store.api_key_by_hash(&active.key_hash).await,
+        "reading a revoked api key",
+    );
+    assert_eq!(
+        read.and_then(|k| k.revoked_at),
+        Some(revoked_at),
+        "api_key_revocation_is_sticky: a write with revoked_at must revoke the key"
+    );
+
+    let renamed = ApiKeyRecord {
+        name: "ci renamed".to_owned(),
+        revoked_at: None,
+        ..active.clone()
+    };
+    apply(
+        store,
+        vec![ReadModelWrite::ApiKey(renamed)],
+        "rewriting a revoked api key",
+    )
+    .await;
+    let read = ok(
+        store.api_key_by_hash(&active.key_hash).await,
+        "reading a revoked api key",
+    )
+    .expect("api_key_revocation_is_sticky: the revoked key must still be found");
+    assert_eq!(
+        read.revoked_at,
+        Some(revoked_at),
+        "api_key_revocation_is_sticky: a later write without revoked_at must keep the revocation"
+    );
+}
+
+/// `TemplateDeleted { at }` removes a template last updated at or before `at`, and leaves one
+/// updated after it (re-created after the delete).
+pub async fn template_deleted_respects_versions(store: &dyn Store) {
+    let tenant_id = TenantId::generate();
+    let writes = vec![
+        ReadModelWrite::Template(template(&tenant_id, "old", "old", 100)),
+        ReadModelWrite::Template(template(&tenant_id, "recreated", "new", 300)),
+        ReadModelWrite::Template(template(&tenant_id, "kept", "kept", 100)),
+    ];
+    apply(store, writes, "writing templates").await;
+    let deletes = vec![
+        ReadModelWrite::TemplateDeleted {
+            tenant_id: tenant_id.clone(),
+            slug: "old".to_owned(),
+            at: at(200),
+        },
+        ReadModelWrite::TemplateDeleted {
+            tenant_id: tenant_id.clone(),
+            slug: "recreated".to_owned(),
+            at: at(200),
+        },
+        ReadModelWrite::TemplateDeleted {
+            tenant_id: tenant_id.clone(),
+            slug: "missing".to_owned(),
+            at: at(200),
+        },
+        // Another tenant's delete of the same slug touches nothing here.
+        ReadModelWrite::TemplateDeleted {
+            tenant_id: TenantId::generate(),
+            slug: "kept".to_owned(),
+            at: at(200),
+        },
+    ];
+    apply(store, deletes, "deleting templates").await;
+
+    let read = ok(
+        store.template(&tenant_id, "old").await,
+        "reading a deleted template",
+    );
+    assert_eq!(
+        read, None,
+        "template_deleted_respects_versions: a template updated before `at` must be removed"
+    );
+    let read = ok(
+        store.template(&tenant_id, "recreated").await,
+        "reading a re-created template",
+    );
+    assert_eq!(
+        read.map(|t| t.updated_at),
+        Some(at(300)),
+        "template_deleted_respects_versions: a template updated after `at` must be kept"
+    );
+    let read = ok(
+        store.template(&tenant_id, "kept").await,
+        "reading a template",
+    );
+    assert!(
+        read.is_some(),
+        "template_deleted_respects_versions: another tenant's delete must not remove this template"
+    );
+    let read = ok(
+        store.template(&tenant_id, "missing").await,
+        "reading a never-written template",
+    );
+    assert_eq!(
+        read, None,
+        "template_deleted_respects_versions: deleting a missing template must not create it"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Recipients by contact
+
+/// Recipients are found by email, phone and Slack URL within their tenant only; a newer
+/// write indexes its new contacts (and stops finding the recipient by the old ones); a stale
+/// write indexes nothing.
+pub async fn recipients_are_found_by_contact(store: &dyn Store) {
+    let tenant_id = TenantId::generate();
+    let other = TenantId::generate();
+    let id = RecipientId::generate();
+    let v1 = recipient(&tenant_id, &id, "ada@example.com", 100);
+    let phone = v1.contacts.phone.clone().expect("fixture has a phone");
+    let slack = v1
+        .contacts
+        .slack_webhook_url
+        .clone()
+        .expect("fixture has a slack url");
+    apply(
+        store,
+        vec![ReadModelWrite::Recipient(v1.clone())],
+        "writing a recipient",
+    )
+    .await;
+
+    let lookup = |tenant: TenantId, kind: ContactKind, value: String| async move {
+        ok(
+            store.recipient_by_contact(&tenant, kind, &value).await,
+            "looking up a recipient by contact",
+        )
+    };
+    for (kind, value) in [
+        (ContactKind::Email, "ada@example.com".to_owned()),
+        (ContactKind::Phone, phone.clone()),
+        (ContactKind::SlackWebhookUrl, slack.clone()),
+    ] {
+        let found = lookup(tenant_id.clone(), kind, value.clone()).await;
+        assert_eq!(
+            found.as_ref(),
+            Some(&id),
+            "recipients_are_found_by_contact: {kind:?} `{value}` must find the recipient"
+        );
+        let found = lookup(other.clone(), kind, value.clone()).await;
+        assert_eq!(found, None, "recipients_are_found_by_contact: {kind:?} `{value}` must not be found under another tenant");
+    }
+    let found = lookup(
+        tenant_id.clone(),
+        ContactKind::Phone,
+        "ada@example.com".to_owned(),
+    )
+    .await;
+    assert_eq!(
+        found, None,
+        "recipients_are_found_by_contact: an email must not be found as a phone"
+    );
+    let found = lookup(
+        tenant_id.clone(),
+        ContactKind::Email,
+        "nobody@example.com".to_owned(),
+    )
+    .await;
+    assert_eq!(
+        found, None,
+        "recipients_are_found_by_contact: an unknown email must be None"
+    );
+    let found = lookup(
+        tenant_id.clone(),
+        ContactKind::DiscordWebhookUrl,
+        slack.clone(),
+    )
+    .await;
+    assert_eq!(
+        found, None,
+        "recipients_are_found_by_contact: a contact the recipient lacks must be None"
+    );
+
+    // The same contact under another tenant belongs to that tenant's recipient.
+    let other_id = RecipientId::generate();
+    let mut twin = recipient(&other, &other_id, "ada@example.com", 100);
+    twin.contacts.slack_webhook_url = Some(slack.clone());
+    apply(
+        store,
+        vec![ReadModelWrite::Recipient(twin)],
+        "writing another tenant's recipient",
+    )
+    .await;
+    let found = lookup(
+        other.clone(),
+        ContactKind::Email,
+        "ada@example.com".to_owned(),
+    )
+    .await;
+    assert_eq!(
+        found.as_ref(),
+        Some(&other_id),
+        "recipients_are_found_by_contact: each tenant finds its own recipient"
+    );
+    let found = lookup(
+        tenant_id.clone(),
+        ContactKind::Email,
+        "ada@example.com".to_owned(),
+    )
+    .await;
+    assert_eq!(
+        found.as_ref(),
+        Some(&id),
+        "recipients_are_found_by_contact: another tenant's recipient must not take over"
+    );
+
+    // A newer write with a new email indexes it.
+    let mut v2 = v1.clone();
+    v2.contacts.email = Some("ada.lovelace@example.com".to_owned());
+    v2.updated_at = at(200);
+    apply(
+        store,
+        vec![ReadModelWrite::Recipient(v2)],
+        "changing a recipient's email",
+    )
+    .await;
+    let found = lookup(
+        tenant_id.clone(),
+        ContactKind::Email,
+        "ada.lovelace@example.com".to_owned(),
+    )
+    .await;
+    assert_eq!(
+        found.as_ref(),
+        Some(&id),
+        "recipients_are_found_by_contact: a newer write must index its new email"
+    );
+    let found = lookup(
+        tenant_id.clone(),
+        ContactKind::Email,
+        "ada@example.com".to_owned(),
+    )
+    .await;
+    assert_eq!(
+        found, None,
+        "recipients_are_found_by_contact: a recipient must no longer be found by an email it no longer has"
+    );
+    let found = lookup(tenant_id.clone(), ContactKind::Phone, phone.clone()).await;
+    assert_eq!(
+        found.as_ref(),
+        Some(&id),
+        "recipients_are_found_by_contact: an unchanged phone must still find the recipient"
+    );
+
+    // A stale write (older than what is stored) indexes nothing.
+    let mut stale = v1;
+    stale.contacts.email = Some("stale@example.com".to_owned());
+    stale.updated_at = at(150);
+    apply(
+        store,
+        vec![ReadModelWrite::Recipient(stale)],
+        "writing a stale recipient",
+    )
+    .await;
+    let found = lookup(
+        tenant_id.clone(),
+        ContactKind::Email,
+        "stale@example.com".to_owned(),
+    )
+    .await;
+    assert_eq!(
+        found, None,
+        "recipients_are_found_by_contact: a stale write must not index its contacts"
+    );
+    let found = lookup(
+        tenant_id,
+        ContactKind::Email,
+        "ada.lovelace@example.com".to_owned(),
+    )
+    .await;
+    assert_eq!(
+        found.as_ref(),
+        Some(&id),
+        "recipients_are_found_by_contact: a stale write must not unindex the current email"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Health counters
+
+/// Health counter writes add up per minute, `health_counts(since)` sums the minutes from
+/// `since` on, and one minute written twice in one batch counts both.
+///
+/// The counters are shared by every tenant, so this compares totals before and after its own
+/// writes (to minutes of the last hour) and needs no concurrent writer of health counters.
+pub async fn health_counts_add_up_per_minute(store: &dyn Store) {
+    let first = Utc::now().timestamp().div_euclid(60) - 30;
+    let (before, second, third) = (first - 1, first + 1, first + 2);
+    let counts = |sent, delivered, failed| HealthCounts {
+        sent,
+        delivered,
+        failed,
+    };
+    let total =
+        |since| async move { ok(store.health_counts(since).await, "reading health counts") };
+    let difference = |after: HealthCounts, earlier: HealthCounts| HealthCounts {
+        sent: after.sent - earlier.sent,
+        delivered: after.delivered - earlier.delivered,
+        failed: after.failed - earlier.failed,
+    };
+
+    let from_before = total(before).await;
+    let from_first = total(first).await;
+    let from_second = total(second).await;
+    let from_third = total(third).await;
+
+    let writes = vec![
+        ReadModelWrite::HealthCounts {
+            minute: before,
+            counts: counts(1_000_000, 0, 0),
+        },
+        ReadModelWrite::HealthCounts {
+            minute: first,
+            counts: counts(1, 2, 3),
+        },
+        // The same minute twice in one batch: both count.
+        ReadModelWrite::HealthCounts {
+            minute: second,
+            counts: counts(10, 20, 30),
+        },
+        ReadModelWrite::HealthCounts {
+            minute: second,
+            counts: counts(100, 200, 300),
+        },
+    ];
+    apply(store, writes, "writing health counts").await;
+    // A later batch adds to what is there.
+    let writes = vec![ReadModelWrite::HealthCounts {
+        minute: first,
+        counts: counts(1_000, 2_000, 3_000),
+    }];
+    apply(store, writes, "adding to a minute's health counts").await;
+
+    let got = difference(total(first).await, from_first);
+    assert_eq!(
+        got,
+        counts(1_111, 2_222, 3_333),
+        "health_counts_add_up_per_minute: health_counts(since) must add every write to minutes >= since \
+         (the same minute twice in one batch counting both), and nothing before since"
+    );
+    let got = difference(total(second).await, from_second);
+    assert_eq!(
+        got,
+        counts(110, 220, 330),
+        "health_counts_add_up_per_minute: the same minute written twice in one batch must count both"
+    );
+    let got = difference(total(before).await, from_before);
+    assert_eq!(
+        got,
+        counts(1_001_111, 2_222, 3_333),
+        "health_counts_add_up_per_minute: since is inclusive"
+    );
+    let got = difference(total(third).await, from_third);
+    assert_eq!(
+        got,
+        HealthCounts::default(),
+        "health_counts_add_up_per_minute: minutes before since must not count"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Checkpoints
+
+/// `apply` stores a checkpoint together with its writes; consumers' checkpoints are
+/// independent; a later checkpoint overwrites per partition; topic names with dots and
+/// partitions above 9 round-trip.
+pub async fn checkpoints_are_stored_with_writes(store: &dyn Store) {
+    let tenant_id = TenantId::generate();
+    let consumer = format!("projector-{}", tenant_id.as_str());
+    // A name that starts with the first one: must not be mixed up with it.
+    let other_consumer = format!("{consumer}-2");
+
+    let read = ok(
+        store.checkpoint(&consumer).await,
+        "reading a missing checkpoint",
+    );
+    assert!(read.is_empty(), "checkpoints_are_stored_with_writes: an unknown consumer's checkpoint must be empty, got {read:?}");
+
+    let mut first = Checkpoint::new();
+    first.insert(("herald.events.v1".to_owned(), 0), 17);
+    first.insert(("herald.events.v1".to_owned(), 2), 5);
+    first.insert(("herald.events.v1".to_owned(), 12), 1_000_000_000_000);
+    first.insert(("herald.outcomes".to_owned(), 3), 0);
+    let written = tenant(&tenant_id, "Checkpointed", 10);
+    let writes = vec![ReadModelWrite::Tenant(written.clone())];
+    ok(
+        store.apply(writes, Some((&consumer, &first))).await,
+        "applying writes with a checkpoint",
+    );
+    let read = ok(store.checkpoint(&consumer).await, "reading a checkpoint");
+    assert_eq!(
+        read, first,
+        "checkpoints_are_stored_with_writes: the checkpoint read back differs"
+    );
+    let read = ok(
+        store.tenant(&tenant_id).await,
+        "reading a tenant written with a checkpoint",
+    );
+    assert_eq!(
+        read,
+        Some(written),
+        "checkpoints_are_stored_with_writes: the writes applied with a checkpoint must be stored"
+    );
+
+    let read = ok(
+        store.checkpoint(&other_consumer).await,
+        "reading another consumer's checkpoint",
+    );
+    assert!(read.is_empty(), "checkpoints_are_stored_with_writes: another consumer must not see this checkpoint, got {read:?}");
+    let mut theirs = Checkpoint::new();
+    theirs.insert(("herald.events.v1".to_owned(), 0), 3);
+    ok(
+        store
+            .apply(Vec::new(), Some((&other_consumer, &theirs)))
+            .await,
+        "storing another consumer's checkpoint",
+    );
+    let read = ok(
+        store.checkpoint(&other_consumer).await,
+        "reading another consumer's checkpoint",
+    );
+    assert_eq!(
+        read, theirs,
+        "checkpoints_are_stored_with_writes: each consumer has its own checkpoint"
+    );
+    let read = ok(store.checkpoint(&consumer).await, "reading a checkpoint");
+    assert_eq!(read, first, "checkpoints_are_stored_with_writes: another consumer's checkpoint must not change this one");
+
+    let mut later = Checkpoint::new();
+    later.insert(("herald.events.v1".to_owned(), 2), 9);
+    later.insert(("herald.events.v1".to_owned(), 12), 1_000_000_000_001);
+    ok(
+        store.apply(Vec::new(), Some((&consumer, &later))).await,
+        "storing a later checkpoint",
+    );
+    let mut expected = first;
+    expected.extend(later);
+    let read = ok(
+        store.checkpoint(&consumer).await,
+        "reading an overwritten checkpoint",
+    );
+    assert_eq!(
+        read, expected,
+        "checkpoints_are_stored_with_writes: a later checkpoint must overwrite the partitions it names and keep the others"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Batches
+
+/// Within one `apply`, a later write of a row compares against the earlier ones: the newest
+/// version wins whatever the order, and a delete sees a template written just before it.
+pub async fn later_writes_in_a_batch_see_earlier_ones(store: &dyn Store) {
+    let tenant_id = TenantId::generate();
+    let endpoint_id = EndpointId::generate();
+    let recipient_id = RecipientId::generate();
+    let newest_tenant = tenant(&tenant_id, "v2", 200);
+    let newest_endpoint = endpoint(&tenant_id, &endpoint_id, "https://example.com/v2", 200);
+    let newest_recipient = recipient(&tenant_id, &recipient_id, "v2@example.com", 200);
+    let writes = vec![
+        // Newest first, then older.
+        ReadModelWrite::Template(template(&tenant_id, "newest-first", "v2", 200)),
+        ReadModelWrite::Template(template(&tenant_id, "newest-first", "v1", 100)),
+        // Oldest first, then newer.
+        ReadModelWrite::Template(template(&tenant_id, "oldest-first", "v1", 100)),
+        ReadModelWrite::Template(template(&tenant_id, "oldest-first", "v2", 200)),
+        ReadModelWrite::Tenant(newest_tenant.clone()),
+        ReadModelWrite::Tenant(tenant(&tenant_id, "v1", 100)),
+        ReadModelWrite::Endpoint(newest_endpoint.clone()),
+        ReadModelWrite::Endpoint(endpoint(
+            &tenant_id,
+            &endpoint_id,
+            "https://example.com/v1",
+            100,
+        )),
+        ReadModelWrite::Recipient(newest_recipient.clone()),
+        ReadModelWrite::Recipient(recipient(&tenant_id, &recipient_id, "v1@example.com", 100)),
+        // Written, then deleted, in the same batch.
+        ReadModelWrite::Template(template(&tenant_id, "short-lived", "v1", 100)),
+        ReadModelWrite::TemplateDeleted {
+            tenant_id: tenant_id.clone(),
+            slug: "short-lived".to_owned(),
+            at: at(150),
+        },
+    ];
+    apply(store, writes, "applying several versions in one batch").await;
+
+    for slug in ["newest-first", "oldest-first"] {
+        let read = ok(store.template(&tenant_id, slug).await, "reading a template");
+        assert_eq!(
+            read.map(|t| t.channels[&Channel::Email].body.clone()),
+            Some("v2".to_owned()),
+            "later_writes_in_a_batch_see_earlier_ones: the newest template version in a batch must win ({slug})"
+        );
+    }
+    let read = ok(store.tenant(&tenant_id).await, "reading a tenant");
+    assert_eq!(
+        read,
+        Some(newest_tenant),
+        "later_writes_in_a_batch_see_earlier_ones: the newest tenant version must win"
+    );
+    let read = ok(
+        store.endpoint(&tenant_id, &endpoint_id).await,
+        "reading an endpoint",
+    );
+    assert_eq!(
+        read,
+        Some(newest_endpoint),
+        "later_writes_in_a_batch_see_earlier_ones: the newest endpoint version must win"
+    );
+    let read = ok(
+        store.recipient(&tenant_id, &recipient_id).await,
+        "reading a recipient",
+    );
+    assert_eq!(
+        read,
+        Some(newest_recipient),
+        "later_writes_in_a_batch_see_earlier_ones: the newest recipient version must win"
+    );
+    let found = ok(
+        store
+            .recipient_by_contact(&tenant_id, ContactKind::Email, "v1@example.com")
+            .await,
+        "looking up a recipient by contact",
+    );
+    assert_eq!(
+        found, None,
+        "later_writes_in_a_batch_see_earlier_ones: the older recipient version must not be indexed"
+    );
+    let read = ok(
+        store.template(&tenant_id, "short-lived").await,
+        "reading a deleted template",
+    );
+    assert_eq!(read, None, "later_writes_in_a_batch_see_earlier_ones: a delete must remove a template written earlier in the batch");
+}
+
+// ---------------------------------------------------------------------------------------
+// Claims
+
+/// Deduplication claims: pending, taken over after the lease with the original id,
+/// completed (replaying the response until it expires), released; per tenant and scope.
+pub async fn claims_deduplicate(store: &dyn Store) {
+    const LEASE: i64 = 30_000;
+    let now = Utc::now().timestamp_millis();
+    let tenant_id = TenantId::generate();
+    let key = ClaimKey {
+        tenant_id: tenant_id.clone(),
+        scope: "idempotency",
+        key: "order-42".to_owned(),
+    };
+    let claim = |key: ClaimKey, proposed: &'static str, at_ms: i64| async move {
+        ok(
+            store.claim(&key, proposed, at_ms, LEASE).await,
+            "claiming a key",
+        )
+    };
+    let claimed = |id: &str| ClaimOutcome::Claimed { id: id.to_owned() };
+
+    assert_eq!(
+        claim(key.clone(), "dlv_a", now).await,
+        claimed("dlv_a"),
+        "claims_deduplicate: the first claim must be Claimed with the proposed id"
+    );
+    assert_eq!(
+        claim(key.clone(), "dlv_b", now + LEASE - 1).await,
+        ClaimOutcome::InFlight,
+        "claims_deduplicate: a second claim within the lease must be InFlight"
+    );
+    assert_eq!(
+        claim(key.clone(), "dlv_c", now + LEASE + 1).await,
+        claimed("dlv_a"),
+        "claims_deduplicate: a claim after the lease must take over with the ORIGINAL id"
+    );
+    assert_eq!(
+        claim(key.clone(), "dlv_d", now + LEASE + 2).await,
+        ClaimOutcome::InFlight,
+        "claims_deduplicate: a taken-over claim must start a new lease"
+    );
+
+    // Claims are per tenant and per scope.
+    let other_tenant = ClaimKey {
+        tenant_id: TenantId::generate(),
+        ..key.clone()
+    };
+    assert_eq!(
+        claim(other_tenant, "dlv_t", now + LEASE + 2).await,
+        claimed("dlv_t"),
+        "claims_deduplicate: the same key under another tenant is a different claim"
+    );
+    let other_scope = ClaimKey {
+        scope: "event",
+        ..key.clone()
+    };
+    assert_eq!(
+        claim(other_scope, "dlv_s", now + LEASE + 2).await,
+        claimed("dlv_s"),
+        "claims_deduplicate: the same key in another scope is a different claim"
+    );
+
+    // Completed: the response is replayed until the claim expires.
+    let expires = now + 10 * LEASE;
+    let response = Some(r#"{"id":"dlv_a"}"#.to_owned());
+    ok(
+        store
+            .complete_claim(&key, response.clone(), Some(expires))
+            .await,
+        "completing a claim",
+    );
+    assert_eq!(
+        claim(key.clone(), "dlv_e", now + LEASE + 3).await,
+        ClaimOutcome::Completed { id: "dlv_a".to_owned(), response: response.clone() },
+        "claims_deduplicate: a claim after complete_claim must be Completed with the id and response"
+    );
+    assert_eq!(
+        claim(key.clone(), "dlv_e", expires - 1).await,
+        ClaimOutcome::Completed { id: "dlv_a".to_owned(), response },
+        "claims_deduplicate: a completed claim must stay Completed until it expires, even past the lease"
+    );
+    assert_eq!(
+        claim(key.clone(), "dlv_f", expires + 1).await,
+        claimed("dlv_f"),
+        "claims_deduplicate: a completed claim whose expires_at is past must be Claimed again, with the new id"
+    );
+
+    // Completed without expiry: never expires; no response is replayed as none.
+    let forever = ClaimKey {
+        key: "evt-forever".to_owned(),
+        ..key.clone()
+    };
+    assert_eq!(
+        claim(forever.clone(), "dlv_g", now).await,
+        claimed("dlv_g"),
+        "claims_deduplicate: first claim"
+    );
+    ok(
+        store.complete_claim(&forever, None, None).await,
+        "completing a claim without expiry",
+    );
+    assert_eq!(
+        claim(forever, "dlv_h", now + 1_000 * LEASE).await,
+        ClaimOutcome::Completed {
+            id: "dlv_g".to_owned(),
+            response: None
+        },
+        "claims_deduplicate: a claim completed without expires_at must never expire"
+    );
+
+    // Released: the next claim is Claimed with its own proposed id.
+    let released = ClaimKey {
+        key: "order-43".to_owned(),
+        ..key
+    };
+    assert_eq!(
+        claim(released.clone(), "dlv_i", now).await,
+        claimed("dlv_i"),
+        "claims_deduplicate: first claim"
+    );
+    ok(store.release_claim(&released).await, "releasing a claim");
+    assert_eq!(
+        claim(released, "dlv_j", now + 1).await,
+        claimed("dlv_j"),
+        "claims_deduplicate: after release_claim a claim must be Claimed with the new proposed id"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Durability
+
+/// Every kind of row, a checkpoint and claims written through one store survive closing it
+/// and opening the same store again. `open` opens (or reconnects to) the same store each time;
+/// the first store is dropped before the second is opened.
+pub async fn survives_reopen<F, Fut>(mut open: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Arc<dyn Store>>,
+{
+    let tenant_id = TenantId::generate();
+    let endpoint_id = EndpointId::generate();
+    let recipient_id = RecipientId::generate();
+    let delivery_id = DeliveryId::generate();
+    let consumer = format!("projector-{}", tenant_id.as_str());
+    let now = Utc::now();
+    let minute = now.timestamp().div_euclid(60) - 5;
+    let now_ms = now.timestamp_millis();
+
+    let t = tenant(&tenant_id, "Durable", 10);
+    let key = api_key(&tenant_id, "ci", Some(at(20)));
+    let tpl = template(&tenant_id, "welcome", "Hi", 10);
+    let ep = endpoint(&tenant_id, &endpoint_id, "https://example.com/durable", 10);
+    let rcp = recipient(&tenant_id, &recipient_id, "durable@example.com", 10);
+    let dlv = delivery(&tenant_id, &delivery_id, Some(&recipient_id));
+    let mut checkpoint = Checkpoint::new();
+    checkpoint.insert(("herald.events.v1".to_owned(), 11), 4_242);
+    let completed = ClaimKey {
+        tenant_id: tenant_id.clone(),
+        scope: "idempotency",
+        key: "done".to_owned(),
+    };
+    let pending = ClaimKey {
+        tenant_id: tenant_id.clone(),
+        scope: "event",
+        key: "pending".to_owned(),
+    };
+
+    let health_before;
+    {
+        let store = open().await;
+        health_before = ok(store.health_counts(minute).await, "reading health counts");
+        let writes = vec![
+            ReadModelWrite::Tenant(t.clone()),
+            ReadModelWrite::ApiKey(key.clone()),
+            ReadModelWrite::Template(tpl.clone()),
+            ReadModelWrite::Template(template(&tenant_id, "deleted", "gone", 10)),
+            ReadModelWrite::TemplateDeleted {
+                tenant_id: tenant_id.clone(),
+                slug: "deleted".to_owned(),
+                at: at(20),
+            },
+            ReadModelWrite::Endpoint(ep.clone()),
+            ReadModelWrite::Recipient(rcp.clone()),
+            ReadModelWrite::Delivery(dlv.clone()),
+            ReadModelWrite::HealthCounts {
+                minute,
+                counts: HealthCounts {
+                    sent: 3,
+                    delivered: 2,
+                    failed: 1,
+                },
+            },
+        ];
+        ok(
+            store.apply(writes, Some((&consumer, &checkpoint))).await,
+            "applying writes with a checkpoint",
+        );
+        let outcome = ok(
+            store.claim(&completed, "dlv_done", now_ms, 30_000).await,
+            "claiming a key",
+        );
+        assert_eq!(
+            outcome,
+            ClaimOutcome::Claimed {
+                id: "dlv_done".to_owned()
+            },
+            "survives_reopen: first claim"
+        );
+        ok(
+            store
+                .complete_claim(&completed, Some("ok".to_owned()), None)
+                .await,
+            "completing a claim",
+        );
+        let outcome = ok(
+            store.claim(&pending, "evt_pending", now_ms, 30_000).await,
+            "claiming a key",
+        );
+        assert_eq!(
+            outcome,
+            ClaimOutcome::Claimed {
+                id: "evt_pending".to_owned()
+            },
+            "survives_reopen: first claim"
+        );
+        drop(store);
+    }
+
+    let store = open().await;
+    let what = "survives_reopen: after reopening,";
+    assert_eq!(
+        ok(store.tenant(&tenant_id).await, "reading a tenant"),
+        Some(t),
+        "{what} the tenant must be there"
+    );
+    assert_eq!(
+        ok(
+            store.api_key_by_hash(&key.key_hash).await,
+            "reading an api key"
+        ),
+        Some(key),
+        "{what} the api key must be there"
+    );
+    assert_eq!(
+        ok(
+            store.template(&tenant_id, "welcome").await,
+            "reading a template"
+        ),
+        Some(tpl),
+        "{what} the template must be there"
+    );
+    assert_eq!(
+        ok(
+            store.template(&tenant_id, "deleted").await,
+            "reading a template"
+        ),
+        None,
+        "{what} a deleted template must stay deleted"
+    );
+    assert_eq!(
+        ok(
+            store.endpoint(&tenant_id, &endpoint_id).await,
+            "reading an endpoint"
+        ),
+        Some(ep.clone()),
+        "{what} the endpoint must be there"
+    );
+    assert_eq!(
+        ok(store.endpoints(&tenant_id).await, "listing endpoints"),
+        vec![ep],
+        "{what} the endpoint must be listed"
+    );
+    assert_eq!(
+        ok(
+            store.recipient(&tenant_id, &recipient_id).await,
+            "reading a recipient"
+        ),
+        Some(rcp),
+        "{what} the recipient must be there"
+    );
+    assert_eq!(
+        ok(
+            store
+                .recipient_by_contact(&tenant_id, ContactKind::Email, "durable@example.com")
+                .await,
+            "looking up a contact"
+        ),
+        Some(recipient_id),
+        "{what} the contact index must be there"
+    );
+    assert_eq!(
+        ok(
+            store.delivery(&tenant_id, &delivery_id).await,
+            "reading a delivery"
+        ),
+        Some(dlv),
+        "{what} the delivery must be there"
+    );
+    let health = ok(store.health_counts(minute).await, "reading health counts");
+    assert_eq!(
+        (
+            health.sent - health_before.sent,
+            health.delivered - health_before.delivered,
+            health.failed - health_before.failed
+        ),
+        (3, 2, 1),
+        "{what} the health counters must be there"
+    );
+    assert_eq!(
+        ok(store.checkpoint(&consumer).await, "reading a checkpoint"),
+        checkpoint,
+        "{what} the checkpoint must be there"
+    );
+    assert_eq!(
+        ok(
+            store
+                .claim(&completed, "dlv_other", now_ms + 1, 30_000)
+                .await,
+            "claiming a key"
+        ),
+        ClaimOutcome::Completed {
+            id: "dlv_done".to_owned(),
+            response: Some("ok".to_owned())
+        },
+        "{what} a completed claim must be there"
+    );
+    assert_eq!(
+        ok(
+            store.claim(&pending, "evt_other", now_ms + 1, 30_000).await,
+            "claiming a key"
+        ),
+        ClaimOutcome::InFlight,
+        "{what} a pending claim must be there"
+    );
+}
