@@ -1,0 +1,9 @@
+//! End-to-end tests: Herald started in-process, driven over HTTP, delivering to a local
+//! recording receiver. One module per area, one test binary (faster to build and link).
+
+mod errors;
+mod flow;
+mod restart;
+mod retries;
+mod security;
+mod support;
