@@ -68,11 +68,11 @@ pub fn format_delay(delay: Duration) -> String {
     let secs = delay.as_secs();
     if delay.subsec_millis() != 0 || secs == 0 {
         format!("{}ms", delay.as_millis())
-    } else if secs % 86_400 == 0 {
+    } else if secs.is_multiple_of(86_400) {
         format!("{}d", secs / 86_400)
-    } else if secs % 3_600 == 0 {
+    } else if secs.is_multiple_of(3_600) {
         format!("{}h", secs / 3_600)
-    } else if secs % 60 == 0 {
+    } else if secs.is_multiple_of(60) {
         format!("{}m", secs / 60)
     } else {
         format!("{secs}s")

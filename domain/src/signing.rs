@@ -74,6 +74,29 @@ pub fn standard_signature(
     format!("v1,{}", BASE64.encode(mac.finalize().into_bytes()))
 }
 
+/// The `Herald-Signature` value of the Stripe-style scheme: `t=<ts>,v1=<hex HMAC of "{t}.{body}">`.
+/// The key is the whole secret string, as Stripe's own verification code uses it.
+pub fn stripe_signature(secret: &EndpointSecret, timestamp: i64, body: &[u8]) -> String {
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(secret.expose().as_bytes()).expect("any key length");
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    format!(
+        "t={timestamp},v1={}",
+        crate::api_key::hex(&mac.finalize().into_bytes())
+    )
+}
+
+/// The `X-Herald-Signature` value of the hex scheme: hex HMAC-SHA256 of the body, keyed with
+/// the whole secret string.
+pub fn hex_signature(secret: &EndpointSecret, body: &[u8]) -> String {
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(secret.expose().as_bytes()).expect("any key length");
+    mac.update(body);
+    crate::api_key::hex(&mac.finalize().into_bytes())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,32 +123,23 @@ mod tests {
     }
 
     #[test]
+    fn stripe_and_hex_schemes_sign_with_the_secret_string() {
+        let secret = EndpointSecret::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+        let stripe = stripe_signature(&secret, 1614265330, b"{}");
+        assert!(
+            stripe.starts_with("t=1614265330,v1=") && stripe.len() == "t=1614265330,v1=".len() + 64
+        );
+        assert_eq!(hex_signature(&secret, b"{}").len(), 64);
+        assert_ne!(
+            hex_signature(&secret, b"{}"),
+            hex_signature(&secret, b"{ }")
+        );
+    }
+
+    #[test]
     fn rejects_malformed_secrets() {
         assert!(EndpointSecret::parse("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").is_err());
         assert!(EndpointSecret::parse("whsec_!!!").is_err());
         assert!(EndpointSecret::parse("whsec_c2hvcnQ=").is_err());
     }
-}
-
-/// The `Herald-Signature` value of the Stripe-style scheme: `t=<ts>,v1=<hex HMAC of "{t}.{body}">`.
-/// The key is the whole secret string, as Stripe's own verification code uses it.
-pub fn stripe_signature(secret: &EndpointSecret, timestamp: i64, body: &[u8]) -> String {
-    let mut mac =
-        Hmac::<Sha256>::new_from_slice(secret.expose().as_bytes()).expect("any key length");
-    mac.update(timestamp.to_string().as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    format!(
-        "t={timestamp},v1={}",
-        crate::api_key::hex(&mac.finalize().into_bytes())
-    )
-}
-
-/// The `X-Herald-Signature` value of the hex scheme: hex HMAC-SHA256 of the body, keyed with
-/// the whole secret string.
-pub fn hex_signature(secret: &EndpointSecret, body: &[u8]) -> String {
-    let mut mac =
-        Hmac::<Sha256>::new_from_slice(secret.expose().as_bytes()).expect("any key length");
-    mac.update(body);
-    crate::api_key::hex(&mac.finalize().into_bytes())
 }

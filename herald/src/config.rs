@@ -93,7 +93,7 @@ impl Default for Config {
 
 impl Config {
     /// Defaults, then `file` (if given), then the environment.
-    pub fn load(file: Option<&Path>) -> Result<Self, figment::Error> {
+    pub fn load(file: Option<&Path>) -> Result<Self, Box<figment::Error>> {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         if let Some(file) = file {
             figment = figment.merge(Toml::file_exact(file));
@@ -101,10 +101,10 @@ impl Config {
         // HERALD_CONFIG names the file and HERALD_TEST_* configure the test suite: neither is
         // a setting. Anything else unknown is an error, so a typo never goes unnoticed.
         let env = Env::prefixed("HERALD_").filter(|key| {
-            let key = key.as_str();
+            let key = key.as_str().to_ascii_lowercase();
             key != "config" && !key.starts_with("test_")
         });
-        figment.merge(env).extract()
+        figment.merge(env).extract().map_err(Box::new)
     }
 }
 
@@ -134,13 +134,15 @@ fn read_duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration,
 }
 
 #[cfg(test)]
+// figment's `Jail` fixes the closures' error type; its size is not ours to choose.
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
 
     #[test]
     fn defaults_then_file_then_environment() {
         figment::Jail::expect_with(|jail| {
-            let config = Config::load(None)?;
+            let config = Config::load(None).map_err(|e| *e)?;
             assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
             assert_eq!(config.admin_token, None);
 
@@ -153,7 +155,7 @@ mod tests {
             jail.set_env("HERALD_RETRY_SCHEDULE", "30s,2m,10m");
             jail.set_env("HERALD_DELIVERY_TIMEOUT", "3s");
             jail.set_env("HERALD_TEST_KAFKA", "127.0.0.1:9092");
-            let config = Config::load(Some(Path::new("herald.toml")))?;
+            let config = Config::load(Some(Path::new("herald.toml"))).map_err(|e| *e)?;
             assert_eq!(config.partitions, 4);
             assert_eq!(config.listen.to_string(), "0.0.0.0:7000");
             assert_eq!(config.admin_token.as_deref(), Some("12345"));
