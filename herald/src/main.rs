@@ -77,9 +77,12 @@ async fn main() -> anyhow::Result<()> {
     server.wait().await
 }
 
+/// Herald's own events at `info`; the storage engine's routine maintenance only when it warns.
+const DEFAULT_LOG_FILTER: &str = "info,fjall=warn,lsm_tree=warn";
+
 fn init_tracing(format: LogFormat) {
-    let filter =
-        EnvFilter::try_from_env("HERALD_LOG_LEVEL").unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_env("HERALD_LOG_LEVEL")
+        .unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match format {
         LogFormat::Json => builder.json().init(),

@@ -34,7 +34,7 @@ pub async fn run(listen: SocketAddr, secret: Option<EndpointSecret>) -> anyhow::
                     }
                 }
                 println!("  {}", String::from_utf8_lossy(&body));
-                if let Some(secret) = &secret {
+                if let (Some(secret), true) = (&secret, headers.contains_key("webhook-id")) {
                     println!("  signature: {}", verify(secret, &headers, &body));
                 }
                 "ok"
