@@ -9,7 +9,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use herald_domain::target::TargetPolicy;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
@@ -40,7 +40,6 @@ pub struct HttpAnswer {
     pub status: u16,
     pub headers: HeaderMap,
     pub excerpt: String,
-    pub latency: Duration,
 }
 
 /// Why a POST got no answer.
@@ -91,7 +90,6 @@ impl GuardedHttp {
             .policy
             .check_url(url)
             .map_err(|err| HttpFailure::Refused(err.to_string()))?;
-        let started = Instant::now();
         let response = self
             .client
             .post(url)
@@ -107,7 +105,6 @@ impl GuardedHttp {
             status,
             headers,
             excerpt,
-            latency: started.elapsed(),
         })
     }
 

@@ -99,16 +99,22 @@ async fn post_json_message(
         reqwest::header::CONTENT_TYPE,
         reqwest::header::HeaderValue::from_static("application/json"),
     );
+    let started = std::time::Instant::now();
     let answer = http
         .post(url, headers, message.to_string().into_bytes())
         .await;
-    report_from_answer(answer, herald_domain::webhook::classify_provider_status)
+    report_from_answer(
+        answer,
+        herald_domain::webhook::classify_provider_status,
+        started.elapsed(),
+    )
 }
 
 /// Turns an HTTP answer (or its absence) into a report, judging status codes with `classify`.
 fn report_from_answer(
     answer: Result<http::HttpAnswer, http::HttpFailure>,
     classify: fn(u16) -> AttemptOutcome,
+    latency: Duration,
 ) -> AttemptReport {
     match answer {
         Ok(answer) => {
@@ -121,13 +127,19 @@ fn report_from_answer(
                 error,
                 response_excerpt: (!answer.excerpt.is_empty()).then_some(answer.excerpt),
                 external_id: None,
-                latency: answer.latency,
+                latency,
             }
         }
-        // A refused target will not become acceptable by waiting.
-        Err(failure @ http::HttpFailure::Refused(_)) => {
-            AttemptReport::refused(AttemptOutcome::Permanent, failure.to_string())
+        Err(failure) => {
+            // A refused target will not become acceptable by waiting.
+            let outcome = match failure {
+                http::HttpFailure::Refused(_) => AttemptOutcome::Permanent,
+                _ => AttemptOutcome::Retriable,
+            };
+            AttemptReport {
+                latency,
+                ..AttemptReport::refused(outcome, failure.to_string())
+            }
         }
-        Err(failure) => AttemptReport::refused(AttemptOutcome::Retriable, failure.to_string()),
     }
 }

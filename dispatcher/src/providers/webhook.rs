@@ -112,7 +112,8 @@ impl ChannelProvider for WebhookProvider {
                 headers.insert(HeaderName::from_static(name), value);
             }
         }
+        let started = std::time::Instant::now();
         let answer = self.http.post(&endpoint.url, headers, body).await;
-        report_from_answer(answer, classify_webhook_status)
+        report_from_answer(answer, classify_webhook_status, started.elapsed())
     }
 }
