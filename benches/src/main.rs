@@ -59,6 +59,10 @@ struct Args {
     /// Skip the fixed-rate Herald phase.
     #[arg(long)]
     skip_rate: bool,
+    /// Skip the backlog phase (sends accepted with the dispatcher off, then drained by a
+    /// dispatcher alone: the dispatcher's delivery ceiling).
+    #[arg(long)]
+    skip_backlog: bool,
     /// Run Herald with fsync off (default: on, as Herald's default).
     #[arg(long)]
     no_fsync: bool,
@@ -138,6 +142,7 @@ fn quantiles(h: &Hist) -> String {
 
 const PHASE_THROUGHPUT: usize = 0;
 const PHASE_RATE: usize = 1;
+const PHASE_BACKLOG: usize = 2;
 
 struct PhaseReceipts {
     latency: Hist,
@@ -177,16 +182,13 @@ impl PhaseReceipts {
 }
 
 struct Receiver {
-    phases: [Mutex<PhaseReceipts>; 2],
+    phases: [Mutex<PhaseReceipts>; 3],
 }
 
 impl Receiver {
     fn new() -> Self {
         Self {
-            phases: [
-                Mutex::new(PhaseReceipts::new()),
-                Mutex::new(PhaseReceipts::new()),
-            ],
+            phases: std::array::from_fn(|_| Mutex::new(PhaseReceipts::new())),
         }
     }
 
@@ -369,6 +371,7 @@ struct LoadRun {
     start: Instant,
     elapsed: Duration,
     attempted: u64,
+    cpu: CpuUse,
 }
 
 impl LoadRun {
@@ -443,6 +446,7 @@ async fn closed_loop(
     duration: Duration,
 ) -> anyhow::Result<LoadRun> {
     let next = Arc::new(AtomicU64::new(1));
+    let cpu_before = CpuSnapshot::take();
     let start = Instant::now();
     let deadline = start + duration;
     let mut workers = JoinSet::new();
@@ -467,6 +471,7 @@ async fn closed_loop(
         start,
         elapsed: start.elapsed(),
         attempted: next.load(Ordering::Relaxed) - 1,
+        cpu: CpuSnapshot::take().since(&cpu_before),
     })
 }
 
@@ -481,6 +486,7 @@ async fn open_loop(
 ) -> anyhow::Result<LoadRun> {
     let total = (rate as f64 * duration.as_secs_f64()).round() as u64;
     let next = Arc::new(AtomicU64::new(0));
+    let cpu_before = CpuSnapshot::take();
     let start = Instant::now() + Duration::from_millis(50);
     let start_us = instant_us(start);
     let mut workers = JoinSet::new();
@@ -514,6 +520,7 @@ async fn open_loop(
         start,
         elapsed: start.elapsed(),
         attempted: total,
+        cpu: CpuSnapshot::take().since(&cpu_before),
     })
 }
 
@@ -522,18 +529,25 @@ async fn open_loop(
 
 struct RunningHerald {
     server: herald::Server,
-    base: String,
-    _data_dir: tempfile::TempDir,
+    base: Option<String>,
 }
 
-async fn start_herald(server_rt: &Handle, fsync: bool) -> anyhow::Result<RunningHerald> {
-    let data_dir = tempfile::Builder::new()
+fn data_dir() -> anyhow::Result<tempfile::TempDir> {
+    tempfile::Builder::new()
         .prefix("herald-bench-")
         .tempdir()
-        .context("cannot create a temporary data directory")?;
+        .context("cannot create a temporary data directory")
+}
+
+async fn start_herald(
+    server_rt: &Handle,
+    data_dir: &std::path::Path,
+    fsync: bool,
+    roles: herald::Roles,
+) -> anyhow::Result<RunningHerald> {
     let config = herald::Config {
         listen: "127.0.0.1:0".parse()?,
-        data_dir: data_dir.path().to_owned(),
+        data_dir: data_dir.to_owned(),
         admin_token: Some(ADMIN_TOKEN.into()),
         allow_private_targets: true,
         fsync,
@@ -541,21 +555,20 @@ async fn start_herald(server_rt: &Handle, fsync: bool) -> anyhow::Result<Running
     };
     // Started from a task on the server runtime, so Herald's tasks live there.
     let server = server_rt
-        .spawn(herald::Server::start(config, herald::Roles::ALL))
+        .spawn(herald::Server::start(config, roles))
         .await??;
-    let addr = server.http_addr().context("Herald serves no HTTP")?;
-    Ok(RunningHerald {
-        server,
-        base: format!("http://{addr}"),
-        _data_dir: data_dir,
-    })
+    let base = server.http_addr().map(|addr| format!("http://{addr}"));
+    Ok(RunningHerald { server, base })
+}
+
+impl RunningHerald {
+    fn base(&self) -> anyhow::Result<&str> {
+        self.base.as_deref().context("Herald serves no HTTP")
+    }
 }
 
 async fn stop_herald(server_rt: &Handle, herald: RunningHerald) {
-    let RunningHerald {
-        server, _data_dir, ..
-    } = herald;
-    let stopping = server_rt.spawn(server.stop());
+    let stopping = server_rt.spawn(herald.server.stop());
     match tokio::time::timeout(Duration::from_secs(30), stopping).await {
         Ok(Ok(Ok(()))) => {}
         Ok(Ok(Err(err))) => println!("  ! Herald stopped with an error: {err:#}"),
@@ -603,11 +616,41 @@ async fn set_up_tenant(base: &str) -> anyhow::Result<String> {
     Ok(api_key)
 }
 
+async fn set_up_target(
+    base: &str,
+    args: &Args,
+    receiver_addr: SocketAddr,
+    phase: usize,
+) -> anyhow::Result<Arc<Target>> {
+    let api_key = set_up_tenant(base).await?;
+    Ok(Arc::new(Target {
+        url: format!("{base}/v1/send"),
+        authorization: Some(format!("Bearer {api_key}")),
+        recipients: (0..args.recipients.max(1))
+            .map(|k| format!("http://{receiver_addr}/slack/{phase}/{k}"))
+            .collect(),
+    }))
+}
+
 /// One send per recipient with n = 0 (creates the recipients, warms every path), then waits
 /// until all arrive.
 async fn warm_up(target: &Target, receiver: &Receiver, phase: usize) -> anyhow::Result<Duration> {
-    let client = worker_client()?;
     let started = Instant::now();
+    send_warm_ups(target).await?;
+    let wanted = target.recipients.len() as u64;
+    while receiver.phase(phase).warmups < wanted {
+        if started.elapsed() > Duration::from_secs(15) {
+            bail!("warm-up deliveries did not arrive within 15 s");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(started.elapsed())
+}
+
+/// Sends n = 0 to each recipient, one after the other (so recipients are created without
+/// racing each other).
+async fn send_warm_ups(target: &Target) -> anyhow::Result<()> {
+    let client = worker_client()?;
     for recipient in &target.recipients {
         let body = format!(
             r#"{{"recipient":{{"slack_webhook_url":"{recipient}"}},"template":"bench","vars":{{"n":0,"sent_at_us":0}}}}"#
@@ -625,14 +668,7 @@ async fn warm_up(target: &Target, receiver: &Receiver, phase: usize) -> anyhow::
             bail!("warm-up send: HTTP {status}: {}", response.text().await?);
         }
     }
-    let wanted = target.recipients.len() as u64;
-    while receiver.phase(phase).warmups < wanted {
-        if started.elapsed() > Duration::from_secs(15) {
-            bail!("warm-up deliveries did not arrive within 15 s");
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    Ok(started.elapsed())
+    Ok(())
 }
 
 struct HeraldReport {
@@ -668,16 +704,10 @@ async fn herald_phase(
     phase: usize,
     load: Load,
 ) -> anyhow::Result<HeraldReport> {
-    let herald = start_herald(server_rt, !args.no_fsync).await?;
+    let dir = data_dir()?;
+    let herald = start_herald(server_rt, dir.path(), !args.no_fsync, herald::Roles::ALL).await?;
     let result = async {
-        let api_key = set_up_tenant(&herald.base).await?;
-        let target = Arc::new(Target {
-            url: format!("{}/v1/send", herald.base),
-            authorization: Some(format!("Bearer {api_key}")),
-            recipients: (0..args.recipients.max(1))
-                .map(|k| format!("http://{receiver_addr}/slack/{phase}/{k}"))
-                .collect(),
-        });
+        let target = set_up_target(herald.base()?, args, receiver_addr, phase).await?;
         let warm = warm_up(&target, receiver, phase).await?;
         println!(
             "  warm-up: {} send(s) delivered in {:.1} ms",
@@ -722,6 +752,79 @@ async fn herald_phase(
     result
 }
 
+struct BacklogReport {
+    run: LoadRun,
+    received: u64,
+    duplicates: u64,
+    malformed: u64,
+    /// Dispatcher start → last receipt.
+    span: Option<Duration>,
+    /// Time `Server::start` of the dispatcher took.
+    startup: Duration,
+    drained: bool,
+}
+
+/// Fills a backlog with Herald minus its dispatcher, stops it, then starts a dispatcher-only
+/// Herald on the same data and times how fast the receiver gets the backlog.
+async fn backlog_phase(
+    args: &Args,
+    server_rt: &Handle,
+    receiver: &Arc<Receiver>,
+    receiver_addr: SocketAddr,
+) -> anyhow::Result<BacklogReport> {
+    let dir = data_dir()?;
+    let fsync = !args.no_fsync;
+    let no_dispatcher = herald::Roles {
+        dispatcher: false,
+        ..herald::Roles::ALL
+    };
+    let herald = start_herald(server_rt, dir.path(), fsync, no_dispatcher).await?;
+    let filled = async {
+        let target = set_up_target(herald.base()?, args, receiver_addr, PHASE_BACKLOG).await?;
+        send_warm_ups(&target).await?;
+        closed_loop(target, args.concurrency, args.duration).await
+    }
+    .await;
+    stop_herald(server_rt, herald).await;
+    let run = filled?;
+    print_load("fill (dispatcher off)", &run);
+    let expected = run.stats.accepted() + args.recipients.max(1) as u64;
+
+    let started = Instant::now();
+    let herald = start_herald(server_rt, dir.path(), fsync, herald::Roles::DISPATCHER).await?;
+    let startup = started.elapsed();
+    let mut drained = false;
+    while started.elapsed() < args.drain {
+        let arrived = {
+            let r = receiver.phase(PHASE_BACKLOG);
+            r.received + r.warmups
+        };
+        if arrived >= expected {
+            drained = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stop_herald(server_rt, herald).await;
+    let r = receiver.phase(PHASE_BACKLOG);
+    Ok(BacklogReport {
+        received: r.received,
+        duplicates: r.duplicates,
+        malformed: r.malformed,
+        span: r.last.map(|last| last.duration_since(started)),
+        startup,
+        drained,
+        run,
+    })
+}
+
+impl BacklogReport {
+    fn rate(&self) -> Option<f64> {
+        self.span
+            .map(|span| self.received as f64 / span.as_secs_f64())
+    }
+}
+
 fn print_load(label: &str, run: &LoadRun) {
     let s = &run.stats;
     println!(
@@ -733,6 +836,7 @@ fn print_load(label: &str, run: &LoadRun) {
     );
     println!("  non-202 / errors: {}", s.describe_failures());
     println!("  request latency (client side): {}", quantiles(&s.request));
+    println!("  CPU during the load: {}", run.cpu.describe(run.elapsed));
 }
 
 fn print_delivery(report: &HeraldReport) {
@@ -772,6 +876,108 @@ fn print_delivery(report: &HeraldReport) {
 }
 
 // ---------------------------------------------------------------------------------------
+// CPU: per-thread time from /proc/self/task/*/stat, grouped by thread name.
+
+/// Linux's USER_HZ, the unit of utime/stime in /proc (100 on every mainstream platform).
+const CLOCK_TICKS_PER_SEC: f64 = 100.0;
+
+struct CpuSnapshot {
+    /// Whole process (includes threads that have exited).
+    process_ticks: u64,
+    /// tid → (thread name, ticks).
+    threads: BTreeMap<u32, (String, u64)>,
+}
+
+/// Name and utime + stime from a `stat` line: `pid (comm) state ... utime stime ...`.
+fn parse_stat(stat: &str) -> Option<(String, u64)> {
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let name = stat[open + 1..close].to_owned();
+    let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+    // fields[0] is field 3 (state); utime and stime are fields 14 and 15.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some((name, utime + stime))
+}
+
+impl CpuSnapshot {
+    fn take() -> Self {
+        let process_ticks = std::fs::read_to_string("/proc/self/stat")
+            .ok()
+            .and_then(|stat| parse_stat(&stat))
+            .map_or(0, |(_, ticks)| ticks);
+        let mut threads = BTreeMap::new();
+        if let Ok(entries) = std::fs::read_dir("/proc/self/task") {
+            for entry in entries.flatten() {
+                let Some(tid) = entry.file_name().to_str().and_then(|t| t.parse().ok()) else {
+                    continue;
+                };
+                if let Some(parsed) = std::fs::read_to_string(entry.path().join("stat"))
+                    .ok()
+                    .and_then(|stat| parse_stat(&stat))
+                {
+                    threads.insert(tid, parsed);
+                }
+            }
+        }
+        Self {
+            process_ticks,
+            threads,
+        }
+    }
+
+    fn since(&self, before: &CpuSnapshot) -> CpuUse {
+        let mut groups: BTreeMap<String, u64> = BTreeMap::new();
+        for (tid, (name, ticks)) in &self.threads {
+            let earlier = before.threads.get(tid).map_or(0, |(_, t)| *t);
+            let group = if name.starts_with("server") {
+                "server runtime".to_owned()
+            } else if name.starts_with("loadgen") {
+                "loadgen runtime".to_owned()
+            } else {
+                format!("thread {name:?}")
+            };
+            *groups.entry(group).or_default() += ticks.saturating_sub(earlier);
+        }
+        CpuUse {
+            process_secs: self.process_ticks.saturating_sub(before.process_ticks) as f64
+                / CLOCK_TICKS_PER_SEC,
+            groups: groups
+                .into_iter()
+                .map(|(group, ticks)| (group, ticks as f64 / CLOCK_TICKS_PER_SEC))
+                .collect(),
+        }
+    }
+}
+
+struct CpuUse {
+    process_secs: f64,
+    groups: BTreeMap<String, f64>,
+}
+
+impl CpuUse {
+    fn describe(&self, wall: Duration) -> String {
+        let wall = wall.as_secs_f64().max(1e-9);
+        let mut groups: Vec<(&String, &f64)> = self
+            .groups
+            .iter()
+            .filter(|(_, secs)| **secs > 0.0)
+            .collect();
+        groups.sort_by(|a, b| b.1.total_cmp(a.1));
+        let parts: Vec<String> = groups
+            .iter()
+            .take(5)
+            .map(|(group, secs)| format!("{group} {:.2}", **secs / wall))
+            .collect();
+        format!(
+            "{:.2} cores busy; by threads: {}",
+            self.process_secs / wall,
+            parts.join(", ")
+        )
+    }
+}
+
+// ---------------------------------------------------------------------------------------
 // Memory
 
 /// (VmRSS, VmHWM) of this process in kB.
@@ -800,6 +1006,7 @@ fn main() -> anyhow::Result<()> {
     }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
@@ -851,6 +1058,8 @@ async fn run(args: &Args, server_rt: &Handle, nproc: usize) -> anyhow::Result<()
         print_load("baseline", &run);
         baseline = Some(run.accepted_per_sec());
     }
+
+    println!("  RSS after the baseline: {}", mb(memory().0));
 
     let mut throughput = None;
     if !args.skip_throughput {
@@ -910,6 +1119,45 @@ async fn run(args: &Args, server_rt: &Handle, nproc: usize) -> anyhow::Result<()
         fixed = Some(report);
     }
 
+    let mut backlog = None;
+    if !args.skip_backlog {
+        println!(
+            "\n[4] Herald backlog: {:.1} s of closed-loop sends with the dispatcher off, then a dispatcher-only Herald drains them",
+            args.duration.as_secs_f64()
+        );
+        let report = backlog_phase(args, server_rt, &receiver, receiver_addr).await?;
+        let accepted = report.run.stats.accepted();
+        println!(
+            "  dispatcher started in {:.0} ms; received {} of {} accepted{}",
+            report.startup.as_secs_f64() * 1000.0,
+            report.received,
+            accepted,
+            if report.drained {
+                String::new()
+            } else {
+                format!(
+                    "; NOT drained within {:.0} s: {} missing",
+                    args.drain.as_secs_f64(),
+                    accepted.saturating_sub(report.received)
+                )
+            }
+        );
+        if report.duplicates > 0 || report.malformed > 0 {
+            println!(
+                "  ! duplicates: {}, malformed bodies: {}",
+                report.duplicates, report.malformed
+            );
+        }
+        if let (Some(span), Some(rate)) = (report.span, report.rate()) {
+            println!(
+                "  drain rate: {rate:.0} deliveries/s ({} in {:.2} s, dispatcher start → last receipt)",
+                report.received,
+                span.as_secs_f64()
+            );
+        }
+        backlog = Some(report);
+    }
+
     // -----------------------------------------------------------------------------------
     println!("\n== Summary (nproc {nproc}; loadgen, receiver and servers share the machine) ==");
     if let Some(base) = baseline {
@@ -941,6 +1189,16 @@ async fn run(args: &Args, server_rt: &Handle, nproc: usize) -> anyhow::Result<()
             "e2e latency (closed loop):    {}",
             quantiles(&report.latency)
         );
+    }
+    if let Some(report) = &backlog {
+        if let Some(rate) = report.rate() {
+            println!(
+                "dispatcher drain (backlog):   {rate:>10.0} /s  (target ≥ 20,000: {}; received {}/{})",
+                verdict(rate >= 20_000.0),
+                report.received,
+                report.run.stats.accepted()
+            );
+        }
     }
     if let Some(report) = &fixed {
         let lag = &report.run.stats.lag;
