@@ -19,6 +19,8 @@
 //! * `group_offsets`: `group length (u32 BE) | group | topic id (u32 BE) | partition (u32 BE)`
 //!   -> `next offset (u64 BE)`.
 
+const MIB: u64 = 1024 * 1024;
+
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -153,10 +155,15 @@ impl EmbeddedLog {
         // We fsync ourselves, once per batch; fjall still hands each batch to the OS on
         // commit, which is what makes acknowledged writes survive a crash of the process
         // when `fsync` is off.
-        let db = Database::builder(dir).open()?;
-        let records = db.keyspace(RECORDS_KEYSPACE, KeyspaceCreateOptions::default)?;
-        let topics_ks = db.keyspace(TOPICS_KEYSPACE, KeyspaceCreateOptions::default)?;
-        let group_offsets = db.keyspace(GROUP_OFFSETS_KEYSPACE, KeyspaceCreateOptions::default)?;
+        // Bounded memory: fjall's default memtable is 64 MiB per keyspace; a log flushes
+        // sooner and keeps a small block cache (consumers mostly read what was just written).
+        let db = Database::builder(dir).cache_size(16 * MIB).open()?;
+        let small = || KeyspaceCreateOptions::default().max_memtable_size(MIB);
+        let records = db.keyspace(RECORDS_KEYSPACE, || {
+            KeyspaceCreateOptions::default().max_memtable_size(16 * MIB)
+        })?;
+        let topics_ks = db.keyspace(TOPICS_KEYSPACE, small)?;
+        let group_offsets = db.keyspace(GROUP_OFFSETS_KEYSPACE, small)?;
 
         let (topics, next_topic_id) = recover_topics(&topics_ks, &records)?;
         tracing::debug!(dir = %dir.display(), topics = topics.len(), "opened embedded log");

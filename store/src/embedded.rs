@@ -21,6 +21,8 @@ use crate::{
     StoreError,
 };
 
+const MIB: u64 = 1024 * 1024;
+
 #[derive(Clone)]
 pub struct EmbeddedStore {
     inner: Arc<Inner>,
@@ -44,8 +46,16 @@ struct Inner {
 
 impl EmbeddedStore {
     pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
-        let db = Database::builder(dir.as_ref()).open()?;
-        let keyspace = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default);
+        // Bounded memory: fjall's default memtable is 64 MiB per keyspace, which across ten
+        // tables could hold hundreds of MiB before flushing.
+        let db = Database::builder(dir.as_ref())
+            .cache_size(32 * MIB)
+            .open()?;
+        let keyspace = |name: &str| {
+            db.keyspace(name, || {
+                KeyspaceCreateOptions::default().max_memtable_size(4 * MIB)
+            })
+        };
         let inner = Inner {
             tenants: keyspace("tenants")?,
             api_keys: keyspace("api_keys_by_hash")?,
