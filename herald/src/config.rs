@@ -1,6 +1,7 @@
 //! Configuration: defaults, then an optional TOML file, then `HERALD_*` variables (which
 //! always win). Every field is documented here; README.md lists the same table.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -49,6 +50,20 @@ pub struct Config {
     pub log: LogBackend,
     /// `HERALD_STORE`: `embedded` (default) or `scylla`.
     pub store: StoreBackend,
+    /// `HERALD_KAFKA_BROKERS`: bootstrap servers, comma-separated (with `HERALD_LOG=kafka`).
+    pub kafka_brokers: String,
+    /// `HERALD_KAFKA_REPLICATION_FACTOR`: replication of the topics Herald creates.
+    pub kafka_replication_factor: u16,
+    /// `HERALD_KAFKA_PROPERTIES`: extra librdkafka settings, `key=value` pairs separated by
+    /// commas (security, timeouts), e.g. `security.protocol=SASL_SSL,sasl.mechanism=PLAIN`.
+    #[serde(default, deserialize_with = "properties", serialize_with = "write_properties")]
+    pub kafka_properties: BTreeMap<String, String>,
+    /// `HERALD_SCYLLA_NODES`: contact points, comma-separated (with `HERALD_STORE=scylla`).
+    pub scylla_nodes: String,
+    /// `HERALD_SCYLLA_KEYSPACE`: the keyspace Herald creates and uses.
+    pub scylla_keyspace: String,
+    /// `HERALD_SCYLLA_REPLICATION_FACTOR`: replication of that keyspace.
+    pub scylla_replication_factor: u16,
     /// `HERALD_TOPIC_PREFIX`: prefix of every topic name.
     pub topic_prefix: String,
     /// `HERALD_PARTITIONS`: partitions of each topic created by Herald.
@@ -79,6 +94,12 @@ impl Default for Config {
             retry_schedule: RetrySchedule::default(),
             log: LogBackend::Embedded,
             store: StoreBackend::Embedded,
+            kafka_brokers: "127.0.0.1:9092".into(),
+            kafka_replication_factor: 1,
+            kafka_properties: BTreeMap::new(),
+            scylla_nodes: "127.0.0.1:9042".into(),
+            scylla_keyspace: "herald".into(),
+            scylla_replication_factor: 1,
             topic_prefix: "herald.".into(),
             partitions: 8,
             fsync: true,
@@ -98,11 +119,12 @@ impl Config {
         if let Some(file) = file {
             figment = figment.merge(Toml::file_exact(file));
         }
-        // HERALD_CONFIG names the file and HERALD_TEST_* configure the test suite: neither is
-        // a setting. Anything else unknown is an error, so a typo never goes unnoticed.
+        // Not settings: HERALD_CONFIG names the file, HERALD_LOG_LEVEL is read by the logger
+        // before configuration loads, HERALD_TEST_* configure the test suite. Anything else
+        // unknown is an error, so a typo never goes unnoticed.
         let env = Env::prefixed("HERALD_").filter(|key| {
             let key = key.as_str().to_ascii_lowercase();
-            key != "config" && !key.starts_with("test_")
+            !matches!(key.as_str(), "config" | "log_level") && !key.starts_with("test_")
         });
         figment.merge(env).extract().map_err(Box::new)
     }
@@ -123,6 +145,38 @@ fn text_or_number<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<S
         Some(Raw::Int(n)) => Some(n.to_string()),
         Some(Raw::Float(n)) => Some(n.to_string()),
     })
+}
+
+/// Reads `key=value,key=value` (or a TOML table) into a map.
+fn properties<'de, D: Deserializer<'de>>(deserializer: D) -> Result<BTreeMap<String, String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Text(String),
+        Table(BTreeMap<String, String>),
+    }
+    match Raw::deserialize(deserializer)? {
+        Raw::Table(table) => Ok(table),
+        Raw::Text(text) => text
+            .split(',')
+            .map(str::trim)
+            .filter(|pair| !pair.is_empty())
+            .map(|pair| match pair.split_once('=') {
+                Some((key, value)) if !key.trim().is_empty() => Ok((key.trim().to_owned(), value.trim().to_owned())),
+                _ => Err(serde::de::Error::custom(format!("`{pair}` is not `key=value`"))),
+            })
+            .collect(),
+    }
+}
+
+fn write_properties<S: Serializer>(properties: &BTreeMap<String, String>, serializer: S) -> Result<S::Ok, S::Error> {
+    let text: Vec<String> = properties.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    serializer.collect_str(&text.join(","))
+}
+
+/// Splits a comma-separated list, dropping blanks.
+pub fn list(text: &str) -> Vec<String> {
+    text.split(',').map(str::trim).filter(|item| !item.is_empty()).map(str::to_owned).collect()
 }
 
 fn write_duration<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
@@ -155,12 +209,17 @@ mod tests {
             jail.set_env("HERALD_RETRY_SCHEDULE", "30s,2m,10m");
             jail.set_env("HERALD_DELIVERY_TIMEOUT", "3s");
             jail.set_env("HERALD_TEST_KAFKA", "127.0.0.1:9092");
+            jail.set_env("HERALD_LOG_LEVEL", "debug");
+            jail.set_env("HERALD_CONFIG", "herald.toml");
+            jail.set_env("HERALD_KAFKA_PROPERTIES", "session.timeout.ms=6000, heartbeat.interval.ms=1000");
             let config = Config::load(Some(Path::new("herald.toml"))).map_err(|e| *e)?;
             assert_eq!(config.partitions, 4);
             assert_eq!(config.listen.to_string(), "0.0.0.0:7000");
             assert_eq!(config.admin_token.as_deref(), Some("12345"));
             assert_eq!(config.retry_schedule.to_string(), "30s,2m,10m");
             assert_eq!(config.delivery_timeout, Duration::from_secs(3));
+            assert_eq!(config.kafka_properties["session.timeout.ms"], "6000");
+            assert_eq!(config.kafka_properties.len(), 2);
             Ok(())
         });
     }
