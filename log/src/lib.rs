@@ -11,8 +11,12 @@
 //!   **commits** the offsets of records only after it has processed them (at-least-once).
 //!
 //! This crate knows nothing of Herald's events: keys and values are bytes.
+//!
+//! With the `kafka` feature, [`kafka::KafkaLog`] implements the port on Apache Kafka.
 
 pub mod embedded;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 mod partitioner;
 
 #[cfg(feature = "conformance")]
@@ -25,11 +29,15 @@ use async_trait::async_trait;
 
 pub use partitioner::partition_for_key;
 
-/// A topic and the number of partitions it is created with.
+/// A topic and how it is created.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicSpec {
     pub name: String,
     pub partitions: u32,
+    /// Keep only the latest record per key (Kafka's `cleanup.policy=compact`), for topics
+    /// that hold current state rather than history. Implementations without compaction keep
+    /// every record, which is a superset.
+    pub compacted: bool,
 }
 
 impl TopicSpec {
@@ -37,6 +45,15 @@ impl TopicSpec {
         Self {
             name: name.into(),
             partitions,
+            compacted: false,
+        }
+    }
+
+    /// The same topic, compacted.
+    pub fn compacted(self) -> Self {
+        Self {
+            compacted: true,
+            ..self
         }
     }
 }
