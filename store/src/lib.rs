@@ -10,11 +10,19 @@
 //! endpoints, recipients) through right after appending them to the log, so a client can use
 //! what it just created. Both writes are the same versioned upserts, so their order never
 //! matters.
+//!
+//! Implementations: `embedded` (fjall, on local disk, the default) and, behind the `scylla`
+//! feature, `scylla::ScyllaStore` (ScyllaDB or Cassandra, for the distributed deployment).
+//! Both must pass the suite in `conformance`.
 
 pub mod embedded;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
+
+// The ScyllaDB (or Cassandra) implementation, for the distributed deployment.
+#[cfg(feature = "scylla")]
+pub mod scylla;
 
 use std::collections::BTreeMap;
 
@@ -124,6 +132,13 @@ pub enum StoreError {
     },
     #[error("store backend error: {0}")]
     Backend(String),
+    /// A request to the database behind the store (ScyllaDB) failed.
+    #[error("store database request failed while {context}")]
+    Database {
+        context: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
