@@ -56,7 +56,11 @@ pub struct Config {
     pub kafka_replication_factor: u16,
     /// `HERALD_KAFKA_PROPERTIES`: extra librdkafka settings, `key=value` pairs separated by
     /// commas (security, timeouts), e.g. `security.protocol=SASL_SSL,sasl.mechanism=PLAIN`.
-    #[serde(default, deserialize_with = "properties", serialize_with = "write_properties")]
+    #[serde(
+        default,
+        deserialize_with = "properties",
+        serialize_with = "write_properties"
+    )]
     pub kafka_properties: BTreeMap<String, String>,
     /// `HERALD_SCYLLA_NODES`: contact points, comma-separated (with `HERALD_STORE=scylla`).
     pub scylla_nodes: String,
@@ -148,7 +152,9 @@ fn text_or_number<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<S
 }
 
 /// Reads `key=value,key=value` (or a TOML table) into a map.
-fn properties<'de, D: Deserializer<'de>>(deserializer: D) -> Result<BTreeMap<String, String>, D::Error> {
+fn properties<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<BTreeMap<String, String>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Raw {
@@ -162,21 +168,32 @@ fn properties<'de, D: Deserializer<'de>>(deserializer: D) -> Result<BTreeMap<Str
             .map(str::trim)
             .filter(|pair| !pair.is_empty())
             .map(|pair| match pair.split_once('=') {
-                Some((key, value)) if !key.trim().is_empty() => Ok((key.trim().to_owned(), value.trim().to_owned())),
-                _ => Err(serde::de::Error::custom(format!("`{pair}` is not `key=value`"))),
+                Some((key, value)) if !key.trim().is_empty() => {
+                    Ok((key.trim().to_owned(), value.trim().to_owned()))
+                }
+                _ => Err(serde::de::Error::custom(format!(
+                    "`{pair}` is not `key=value`"
+                ))),
             })
             .collect(),
     }
 }
 
-fn write_properties<S: Serializer>(properties: &BTreeMap<String, String>, serializer: S) -> Result<S::Ok, S::Error> {
+fn write_properties<S: Serializer>(
+    properties: &BTreeMap<String, String>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
     let text: Vec<String> = properties.iter().map(|(k, v)| format!("{k}={v}")).collect();
     serializer.collect_str(&text.join(","))
 }
 
 /// Splits a comma-separated list, dropping blanks.
 pub fn list(text: &str) -> Vec<String> {
-    text.split(',').map(str::trim).filter(|item| !item.is_empty()).map(str::to_owned).collect()
+    text.split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 fn write_duration<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
@@ -211,7 +228,10 @@ mod tests {
             jail.set_env("HERALD_TEST_KAFKA", "127.0.0.1:9092");
             jail.set_env("HERALD_LOG_LEVEL", "debug");
             jail.set_env("HERALD_CONFIG", "herald.toml");
-            jail.set_env("HERALD_KAFKA_PROPERTIES", "session.timeout.ms=6000, heartbeat.interval.ms=1000");
+            jail.set_env(
+                "HERALD_KAFKA_PROPERTIES",
+                "session.timeout.ms=6000, heartbeat.interval.ms=1000",
+            );
             let config = Config::load(Some(Path::new("herald.toml"))).map_err(|e| *e)?;
             assert_eq!(config.partitions, 4);
             assert_eq!(config.listen.to_string(), "0.0.0.0:7000");

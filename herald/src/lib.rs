@@ -9,7 +9,7 @@ pub mod receive;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
 use axum::Router;
 use herald_dispatcher::{retry_tiers, Dispatcher, DispatcherConfig, HttpOptions, DELIVERER_GROUP};
 use herald_domain::retry::format_delay;
@@ -17,16 +17,19 @@ use herald_domain::target::TargetPolicy;
 use herald_http::auth::{AdminToken, Authenticator};
 use herald_ingest::IngestState;
 use herald_log::embedded::{EmbeddedLog, EmbeddedLogOptions};
+use herald_log::kafka::{KafkaLog, KafkaOptions};
 use herald_log::{Log, TopicSpec};
 use herald_projector::Projector;
 use herald_query_api::{HealthConfig, QueryState};
 use herald_schemas::topics::Topics;
 use herald_store::embedded::EmbeddedStore;
+use herald_store::scylla::{ScyllaOptions, ScyllaStore};
 use herald_store::Store;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
+use config::{LogBackend, StoreBackend};
 
 /// Which roles a process runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,10 +71,13 @@ impl Roles {
         projector: false,
         dispatcher: true,
     };
+}
 
-    fn serves_http(self) -> bool {
-        self.ingest || self.query_api
-    }
+/// Whether this process must keep its own read models: its store is embedded (private to
+/// the process) while the log is shared, so no other process's projector fills its store.
+/// It then runs a projector of its own, like a Kafka Streams local state store.
+fn needs_local_projection(config: &Config, roles: Roles) -> bool {
+    config.log == LogBackend::Kafka && config.store == StoreBackend::Embedded && !roles.projector
 }
 
 /// The log and the store a process works on.
@@ -81,62 +87,101 @@ pub struct Backends {
 }
 
 impl Backends {
-    /// Opens the configured backends.
-    pub fn open(config: &Config) -> anyhow::Result<Self> {
-        use config::{LogBackend, StoreBackend};
-        if config.log == LogBackend::Kafka {
-            bail!("HERALD_LOG=kafka is not available in this version of Herald yet; use the embedded log");
-        }
-        if config.store == StoreBackend::Scylla {
-            bail!("HERALD_STORE=scylla is not available in this version of Herald yet; use the embedded store");
-        }
-        std::fs::create_dir_all(&config.data_dir).with_context(|| {
-            format!(
-                "cannot create the data directory {}",
-                config.data_dir.display()
-            )
-        })?;
-        let options = EmbeddedLogOptions {
-            fsync: config.fsync,
-            default_partitions: config.partitions,
-        };
-        let log = EmbeddedLog::open(config.data_dir.join("log"), options).with_context(|| {
-            format!(
-                "cannot open the log in {} (is another Herald process using it?)",
-                config.data_dir.display()
-            )
-        })?;
-        let store = EmbeddedStore::open(config.data_dir.join("store")).with_context(|| {
-            format!(
-                "cannot open the store in {} (is another Herald process using it?)",
-                config.data_dir.display()
-            )
-        })?;
+    /// Opens (or connects to) the configured backends.
+    pub async fn open(config: &Config) -> anyhow::Result<Self> {
         Ok(Self {
-            log: Arc::new(log),
-            store: Arc::new(store),
+            log: open_log(config).await?,
+            store: open_store(config).await?,
         })
+    }
+}
+
+async fn open_log(config: &Config) -> anyhow::Result<Arc<dyn Log>> {
+    match config.log {
+        LogBackend::Embedded => {
+            std::fs::create_dir_all(&config.data_dir).with_context(|| {
+                format!(
+                    "cannot create the data directory {}",
+                    config.data_dir.display()
+                )
+            })?;
+            let options = EmbeddedLogOptions {
+                fsync: config.fsync,
+                default_partitions: config.partitions,
+            };
+            let log =
+                EmbeddedLog::open(config.data_dir.join("log"), options).with_context(|| {
+                    format!(
+                        "cannot open the log in {} (is another Herald process using it?)",
+                        config.data_dir.display()
+                    )
+                })?;
+            Ok(Arc::new(log))
+        }
+        LogBackend::Kafka => {
+            let mut options = KafkaOptions::new(config.kafka_brokers.clone());
+            options.replication_factor = i32::from(config.kafka_replication_factor);
+            options.default_partitions = config.partitions;
+            options.overrides = config.kafka_properties.clone();
+            let log = KafkaLog::connect(options)
+                .with_context(|| format!("cannot connect to Kafka at {}", config.kafka_brokers))?;
+            Ok(Arc::new(log))
+        }
+    }
+}
+
+async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    match config.store {
+        StoreBackend::Embedded => {
+            std::fs::create_dir_all(&config.data_dir).with_context(|| {
+                format!(
+                    "cannot create the data directory {}",
+                    config.data_dir.display()
+                )
+            })?;
+            let store = EmbeddedStore::open(config.data_dir.join("store")).with_context(|| {
+                format!(
+                    "cannot open the store in {} (is another Herald process using it?)",
+                    config.data_dir.display()
+                )
+            })?;
+            Ok(Arc::new(store))
+        }
+        StoreBackend::Scylla => {
+            let options = ScyllaOptions {
+                nodes: config::list(&config.scylla_nodes),
+                keyspace: config.scylla_keyspace.clone(),
+                replication_factor: u32::from(config.scylla_replication_factor),
+            };
+            let store = ScyllaStore::connect(options).await.with_context(|| {
+                format!("cannot connect to ScyllaDB at {}", config.scylla_nodes)
+            })?;
+            Ok(Arc::new(store))
+        }
     }
 }
 
 /// Every topic Herald uses, with its partition count.
 pub fn topic_specs(config: &Config, topics: &Topics) -> Vec<TopicSpec> {
-    let mut names = vec![
-        topics.control.clone(),
+    // `control` holds current state (the latest record per entity), so it is compacted;
+    // everything else is history the projector may need to replay.
+    let mut specs = vec![TopicSpec::new(topics.control.clone(), config.partitions).compacted()];
+    let history = [
         topics.requests.clone(),
         topics.deliveries.clone(),
         topics.outcomes.clone(),
         topics.dead_letter.clone(),
     ];
-    names.extend(
-        retry_tiers(topics, &config.retry_schedule)
-            .into_iter()
-            .map(|(_, topic)| topic),
-    );
-    names
+    let tiers = retry_tiers(topics, &config.retry_schedule)
         .into_iter()
-        .map(|name| TopicSpec::new(name, config.partitions))
-        .collect()
+        .map(|(_, topic)| topic);
+    specs.extend(
+        history
+            .into_iter()
+            .chain(tiers)
+            .map(|name| TopicSpec::new(name, config.partitions)),
+    );
+    specs
 }
 
 /// The consumer groups whose lag is undelivered work, for health.
@@ -162,7 +207,7 @@ impl Server {
     /// Opens the backends, creates missing topics, binds the listener (port 0 picks a free
     /// one) and starts `roles`. Returns once everything is running.
     pub async fn start(config: Config, roles: Roles) -> anyhow::Result<Self> {
-        let backends = Backends::open(&config)?;
+        let backends = Backends::open(&config).await?;
         Self::start_with(config, roles, backends).await
     }
 
@@ -185,44 +230,56 @@ impl Server {
             tracing::warn!("HERALD_ALLOW_PRIVATE_TARGETS=true: deliveries may reach loopback and private addresses");
         }
 
-        let mut http_addr = None;
-        if roles.serves_http() {
-            let auth = Authenticator::new(store.clone());
-            let mut router = Router::new();
-            if roles.ingest {
-                router = router.merge(herald_ingest::router(IngestState {
-                    log: log.clone(),
-                    store: store.clone(),
-                    topics: Arc::new(topics.clone()),
-                    auth: auth.clone(),
-                    admin_token: AdminToken(config.admin_token.as_deref().map(Arc::from)),
-                    target_policy: policy,
-                }));
-            }
-            if roles.query_api {
-                let health = HealthConfig {
-                    dispatcher_groups: dispatcher_groups(&config, &topics),
-                    degraded_above: config.health_degraded_above,
-                    stale_after: config.health_stale_after,
-                };
-                router = router.merge(herald_query_api::router(QueryState::new(
-                    store.clone(),
-                    log.clone(),
-                    auth,
-                    health,
-                )));
-            }
-            let app = herald_http::layers(router, config.max_body_bytes);
-            let listener = tokio::net::TcpListener::bind(config.listen)
+        // Every role process serves HTTP: its routes, if any, and `/healthz` for probes.
+        let mut router = Router::new().route(
+            "/healthz",
+            axum::routing::get(|| async { axum::Json(serde_json::json!({ "status": "ok" })) }),
+        );
+        let auth = Authenticator::new(store.clone());
+        if roles.ingest {
+            router = router.merge(herald_ingest::router(IngestState {
+                log: log.clone(),
+                store: store.clone(),
+                topics: Arc::new(topics.clone()),
+                auth: auth.clone(),
+                admin_token: AdminToken(config.admin_token.as_deref().map(Arc::from)),
+                target_policy: policy,
+            }));
+        }
+        if roles.query_api {
+            let health = HealthConfig {
+                dispatcher_groups: dispatcher_groups(&config, &topics),
+                degraded_above: config.health_degraded_above,
+                stale_after: config.health_stale_after,
+            };
+            router = router.merge(herald_query_api::router(QueryState::new(
+                store.clone(),
+                log.clone(),
+                auth,
+                health,
+            )));
+        }
+        let app = herald_http::layers(router, config.max_body_bytes);
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let http_addr = Some(listener.local_addr()?);
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
                 .await
-                .with_context(|| format!("cannot listen on {}", config.listen))?;
-            http_addr = Some(listener.local_addr()?);
+                .context("the HTTP server failed")
+        });
+        if needs_local_projection(&config, roles) {
+            tracing::info!("embedded store with a shared log: this process projects the log into its own store");
+            let projector = Projector::new(log.clone(), store.clone(), topics.clone()).local();
             let stop = shutdown.clone();
             tasks.spawn(async move {
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(stop.cancelled_owned())
+                projector
+                    .run(stop)
                     .await
-                    .context("the HTTP server failed")
+                    .context("the local projector failed")
             });
         }
         if roles.projector {

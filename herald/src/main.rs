@@ -66,7 +66,10 @@ async fn main() -> anyhow::Result<()> {
 
     let server = Server::start(config.clone(), roles).await?;
     if let Some(addr) = server.http_addr() {
-        print_welcome(addr, &config);
+        println!("Herald is listening on http://{addr}");
+        if roles.ingest {
+            print_welcome(addr, &config);
+        }
     }
     let stop = server.shutdown_token();
     tokio::spawn(async move {

@@ -23,6 +23,8 @@ pub use fold::Fold;
 
 /// The projector's name for its checkpoint and its consumer group.
 pub const PROJECTOR: &str = "herald-projector";
+/// The name of a process-local projector (see [`Projector::local`]).
+pub const LOCAL_PROJECTOR: &str = "herald-local-projector";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectorError {
@@ -37,6 +39,10 @@ pub struct Projector {
     store: Arc<dyn Store>,
     topics: Topics,
     batch_size: usize,
+    /// Names the checkpoint and the consumer group.
+    name: &'static str,
+    /// Whether positions are mirrored to the log's consumer group (for lag in health).
+    mirror_positions: bool,
 }
 
 impl Projector {
@@ -46,6 +52,19 @@ impl Projector {
             store,
             topics,
             batch_size: 2048,
+            name: PROJECTOR,
+            mirror_positions: true,
+        }
+    }
+
+    /// A projector that fills a store private to this process (an embedded store beside a
+    /// shared log). Its positions are its own business, so it does not report them to the
+    /// log, where they would mix with other processes' under one group.
+    pub fn local(self) -> Self {
+        Self {
+            name: LOCAL_PROJECTOR,
+            mirror_positions: false,
+            ..self
         }
     }
 
@@ -77,11 +96,11 @@ impl Projector {
     }
 
     async fn project_until(&self, shutdown: &CancellationToken) -> Result<(), ProjectorError> {
-        let start = self.store.checkpoint(PROJECTOR).await?;
+        let start = self.store.checkpoint(self.name).await?;
         let mut consumer = self
             .log
             .consumer(
-                PROJECTOR,
+                self.name,
                 &Self::sources(&self.topics),
                 StartPosition::Explicit(start),
             )
@@ -106,8 +125,11 @@ impl Projector {
                 }
             }
             self.store
-                .apply(fold.into_writes(), Some((PROJECTOR, &checkpoint)))
+                .apply(fold.into_writes(), Some((self.name, &checkpoint)))
                 .await?;
+            if !self.mirror_positions {
+                continue;
+            }
             // Committing to the log too is for visibility only (lag in health and metrics);
             // the checkpoint in the store is what the projector resumes from.
             let positions: Vec<LogPosition> = checkpoint

@@ -7,7 +7,12 @@ use crate::support::*;
 #[tokio::test]
 async fn send_is_delivered_to_slack_and_announced_to_subscribers() {
     let dir = tempfile::tempdir().unwrap();
-    let herald = TestHerald::start(test_config(dir.path())).await;
+    walk_through(test_config(dir.path())).await;
+}
+
+/// The README's walk-through as a test, on whatever backends `config` names.
+pub async fn walk_through(config: herald::Config) {
+    let herald = TestHerald::start(config).await;
     let receiver = TestReceiver::start().await;
     let client = herald.tenant("Acme").await;
     let secret = endpoint_and_template(&client, &receiver).await;
@@ -54,7 +59,12 @@ async fn send_is_delivered_to_slack_and_announced_to_subscribers() {
 #[tokio::test]
 async fn business_events_fan_out_signed_and_deduplicated() {
     let dir = tempfile::tempdir().unwrap();
-    let herald = TestHerald::start(test_config(dir.path())).await;
+    events_fan_out_once(test_config(dir.path())).await;
+}
+
+/// Business events reach subscribers, signed, once per `event_id`.
+pub async fn events_fan_out_once(config: herald::Config) {
+    let herald = TestHerald::start(config).await;
     let receiver = TestReceiver::start().await;
     let client = herald.tenant("Acme").await;
     let secret = endpoint_and_template(&client, &receiver).await;

@@ -3,6 +3,7 @@
 
 mod errors;
 mod flow;
+mod kafka;
 mod restart;
 mod retries;
 mod security;

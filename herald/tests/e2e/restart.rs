@@ -7,8 +7,13 @@ use crate::support::*;
 #[tokio::test]
 async fn restart_keeps_tenants_keys_endpoints_templates_and_deliveries() {
     let dir = tempfile::tempdir().unwrap();
+    restart_keeps_everything(test_config(dir.path())).await;
+}
+
+/// Stops Herald and starts it again with the same `config`: nothing is lost or repeated.
+pub async fn restart_keeps_everything(config: herald::Config) {
     let receiver = TestReceiver::start().await;
-    let herald = TestHerald::start(test_config(dir.path())).await;
+    let herald = TestHerald::start(config.clone()).await;
     let client = herald.tenant("Acme").await;
     let key = client.bearer.clone();
     endpoint_and_template(&client, &receiver).await;
@@ -26,7 +31,7 @@ async fn restart_keeps_tenants_keys_endpoints_templates_and_deliveries() {
         .await;
     herald.stop().await;
 
-    let herald = TestHerald::start(test_config(dir.path())).await;
+    let herald = TestHerald::start(config).await;
     let client = herald.client(key.as_deref());
     let delivery = client
         .get(&format!("/v1/deliveries/{delivery_id}"), 200)

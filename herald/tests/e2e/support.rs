@@ -95,7 +95,7 @@ impl TestHerald {
 /// An HTTP client for Herald's API that asserts the expected status of every call.
 #[derive(Clone)]
 pub struct TestClient {
-    http: reqwest::Client,
+    pub http: reqwest::Client,
     pub base: String,
     pub bearer: Option<String>,
 }
