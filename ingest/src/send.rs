@@ -19,7 +19,7 @@ use herald_http::auth::Caller;
 use herald_http::validate::Validator;
 use herald_http::{request_id, ApiError, ValidJson};
 use herald_schemas::{HeraldEvent, RecipientUpserted, SendRequested};
-use herald_store::{ContactKind, ReadModelWrite};
+use herald_store::ReadModelWrite;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -274,18 +274,8 @@ async fn resolve_recipient(
             .map(|r| (r, false))
             .ok_or_else(|| ApiError::field("recipient.id", "no recipient with this id"));
     }
-    let lookups = [
-        (ContactKind::Email, contacts.email.clone()),
-        (ContactKind::Phone, contacts.phone.clone()),
-        (
-            ContactKind::SlackWebhookUrl,
-            contacts.slack_webhook_url.clone(),
-        ),
-        (
-            ContactKind::DiscordWebhookUrl,
-            contacts.discord_webhook_url.clone(),
-        ),
-    ];
+    let lookups = herald_store::indexed_contacts(&contacts)
+        .map(|(kind, value)| (kind, value.map(str::to_owned)));
     for (kind, value) in lookups {
         let Some(value) = value else { continue };
         let Some(id) = state

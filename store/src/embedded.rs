@@ -252,21 +252,10 @@ impl Inner {
     }
 }
 
-/// The contacts of a recipient that `recipient_by_contact` finds it by.
+/// The indexed contacts of a recipient, owned (they outlive the row moved into the batch).
 fn indexed_contacts(recipient: &Recipient) -> [(ContactKind, Option<String>); 4] {
-    let contacts = &recipient.contacts;
-    [
-        (ContactKind::Email, contacts.email.clone()),
-        (ContactKind::Phone, contacts.phone.clone()),
-        (
-            ContactKind::SlackWebhookUrl,
-            contacts.slack_webhook_url.clone(),
-        ),
-        (
-            ContactKind::DiscordWebhookUrl,
-            contacts.discord_webhook_url.clone(),
-        ),
-    ]
+    crate::indexed_contacts(&recipient.contacts)
+        .map(|(kind, value)| (kind, value.map(str::to_owned)))
 }
 
 /// A write batch plus the rows it has staged, readable before commit.

@@ -96,6 +96,25 @@ impl ContactKind {
     }
 }
 
+/// The contacts a recipient is found by (`Store::recipient_by_contact`), in the order
+/// a send looks them up. Every store indexes exactly these.
+pub fn indexed_contacts(
+    contacts: &herald_domain::model::Contacts,
+) -> [(ContactKind, Option<&str>); 4] {
+    [
+        (ContactKind::Email, contacts.email.as_deref()),
+        (ContactKind::Phone, contacts.phone.as_deref()),
+        (
+            ContactKind::SlackWebhookUrl,
+            contacts.slack_webhook_url.as_deref(),
+        ),
+        (
+            ContactKind::DiscordWebhookUrl,
+            contacts.discord_webhook_url.as_deref(),
+        ),
+    ]
+}
+
 /// A deduplication key: at most one request per `(tenant, scope, key)` is accepted.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ClaimKey {

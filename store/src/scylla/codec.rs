@@ -229,19 +229,7 @@ pub(super) fn position_from_cql(
 
 /// The contacts of a recipient that `recipient_by_contact` finds it by.
 pub(super) fn indexed_contacts(recipient: &Recipient) -> [(ContactKind, Option<&str>); 4] {
-    let contacts = &recipient.contacts;
-    [
-        (ContactKind::Email, contacts.email.as_deref()),
-        (ContactKind::Phone, contacts.phone.as_deref()),
-        (
-            ContactKind::SlackWebhookUrl,
-            contacts.slack_webhook_url.as_deref(),
-        ),
-        (
-            ContactKind::DiscordWebhookUrl,
-            contacts.discord_webhook_url.as_deref(),
-        ),
-    ]
+    crate::indexed_contacts(&recipient.contacts)
 }
 
 /// Whether `recipient` has `value` as its contact of `kind`.
