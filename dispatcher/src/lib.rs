@@ -67,6 +67,8 @@ impl Default for DispatcherConfig {
 pub enum DispatchError {
     #[error("the log failed")]
     Log(#[from] herald_log::LogError),
+    #[error("a dispatcher loop panicked: {0}")]
+    Panicked(String),
 }
 
 /// The retry tiers of a schedule: each distinct delay and its topic.
@@ -148,8 +150,10 @@ impl Dispatcher {
                     result = result.and(Err(err));
                 }
                 Err(panic) => {
+                    // A panic must stop the process with an error, so supervisors restart it.
                     tracing::error!(error = %panic, "a dispatcher loop panicked");
                     shutdown.cancel();
+                    result = result.and(Err(DispatchError::Panicked(panic.to_string())));
                 }
             }
         }

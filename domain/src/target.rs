@@ -86,7 +86,12 @@ fn v6_kind(ip: Ipv6Addr) -> Option<&'static str> {
         return v4_kind(v4);
     }
     let segments = ip.segments();
-    if segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+    // Translation prefixes carry an IPv4 address in the last 32 bits: the well-known NAT64
+    // prefix (RFC 6052), the local-use NAT64 prefix 64:ff9b:1::/48 (RFC 8215) and
+    // IPv4-translated addresses ::ffff:0:a.b.c.d (SIIT, RFC 6145). Judge the embedded address.
+    let nat64 = segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0] || segments[..3] == [0x64, 0xff9b, 1];
+    let translated = segments[..6] == [0, 0, 0, 0, 0xffff, 0];
+    if nat64 || translated {
         let [a, b] = segments[6].to_be_bytes();
         let [c, d] = segments[7].to_be_bytes();
         return v4_kind(Ipv4Addr::new(a, b, c, d));
@@ -100,6 +105,8 @@ fn v6_kind(ip: Ipv6Addr) -> Option<&'static str> {
         s if s & 0xff00 == 0xff00 => "multicast",
         0x2001 if segments[1] == 0x0db8 => "documentation",
         0x2002 => "6to4",
+        // Teredo tunnels reach arbitrary IPv4 hosts through a relay.
+        0x2001 if segments[1] == 0 => "Teredo",
         0 if segments[1..6] == [0; 5] => "IPv4-compatible",
         _ => return None,
     })

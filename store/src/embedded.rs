@@ -466,6 +466,9 @@ impl Store for EmbeddedStore {
         stored.response = response;
         stored.expires_at_ms = expires_at_ms;
         inner.claims.insert(k, encode(&stored))?;
+        // The appends this claim deduplicates were fsynced; the claim must survive a power
+        // loss as well, or a resend would be accepted again under a new id.
+        inner.db.persist(fjall::PersistMode::SyncAll)?;
         Ok(())
     }
 

@@ -158,7 +158,10 @@ impl Resolve for GuardedResolver {
                 .filter(|addr| policy.check_ip(addr.ip()).is_ok())
                 .collect();
             if allowed.is_empty() {
-                let message = format!("`{host}` resolves only to non-public addresses ({resolved:?}); deliveries only reach public addresses");
+                // The addresses go to the server log only: shown to the tenant (in `last_error`) they
+                // would turn deliveries into a probe of the internal DNS.
+                tracing::warn!(host, addresses = ?resolved, "refused a delivery target that resolves only to non-public addresses");
+                let message = format!("`{host}` resolves only to non-public addresses; deliveries only reach public addresses");
                 return Err(message.into());
             }
             Ok(Box::new(allowed.into_iter()) as Addrs)

@@ -75,10 +75,12 @@ impl ChannelProvider for WebhookProvider {
             .await
         {
             Ok(Some(endpoint)) => endpoint,
+            // Endpoints cannot be deleted yet, so an unknown one has not reached this process's
+            // store (a local projection lagging behind): retry rather than drop the delivery.
             Ok(None) => {
                 return AttemptReport::refused(
-                    AttemptOutcome::Permanent,
-                    "the endpoint was deleted",
+                    AttemptOutcome::Retriable,
+                    "the endpoint is not known here yet",
                 )
             }
             Err(err) => {
