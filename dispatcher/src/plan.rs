@@ -72,13 +72,16 @@ pub fn webhook_fanout(
         data,
     }
     .to_json();
+    // Ids come from the event id alone (never the clock), so routing it again yields the
+    // same deliveries.
+    let id_time_ms = EventId::from_trusted(event_id).timestamp_ms();
     endpoints
         .iter()
         .filter(|endpoint| endpoint.is_active && subscribes_to(&endpoint.events, event_type))
         .map(|endpoint| DeliveryTask {
             tenant_id: tenant_id.to_owned(),
             delivery_id: DeliveryId::derive(
-                at_ms,
+                id_time_ms,
                 format!("{event_id}/{}", endpoint.id).as_bytes(),
             )
             .to_string(),
@@ -129,8 +132,13 @@ pub fn status_fanout(
         return Vec::new();
     }
     let event_type = delivery_event_type(status);
-    let event_id =
-        EventId::derive(at_ms, format!("{}/{}", task.delivery_id, status).as_bytes()).to_string();
+    // Derived from what the task carries, not the time of this attempt: re-processing the
+    // attempt announces the status under the same `webhook-id`.
+    let event_id = EventId::derive(
+        task.created_at,
+        format!("{}/{}", task.delivery_id, status).as_bytes(),
+    )
+    .to_string();
     let data = serde_json::json!({
         "delivery_id": task.delivery_id,
         "status": status.as_str(),
@@ -339,6 +347,44 @@ mod tests {
         let body: serde_json::Value = serde_json::from_str(&first[0].body).unwrap();
         assert_eq!(body["type"], "order.shipped");
         assert_eq!(body["data"]["n"], 1);
+    }
+
+    #[test]
+    fn announcements_keep_their_ids_when_reprocessed_later() {
+        let subscriber = [endpoint(&["delivery.*"], true)];
+        let first = status_fanout(
+            &slack_task(1),
+            DeliveryStatus::Delivered,
+            1,
+            None,
+            10_000,
+            &subscriber,
+        );
+        let again = status_fanout(
+            &slack_task(1),
+            DeliveryStatus::Delivered,
+            1,
+            None,
+            99_000,
+            &subscriber,
+        );
+        assert_eq!(first.len(), 1);
+        assert_eq!(
+            (&first[0].message_id, &first[0].delivery_id),
+            (&again[0].message_id, &again[0].delivery_id)
+        );
+        let failed = status_fanout(
+            &slack_task(1),
+            DeliveryStatus::Failed,
+            1,
+            None,
+            10_000,
+            &subscriber,
+        );
+        assert_ne!(
+            failed[0].message_id, first[0].message_id,
+            "each status is its own event"
+        );
     }
 
     #[test]

@@ -27,16 +27,20 @@ impl IngestState {
         Ok(())
     }
 
-    /// Appends control events, then writes the entities they describe to the store. The
-    /// projector makes the same versioned writes from the log, so if this second step fails
-    /// the store still converges; the client is told to retry either way.
+    /// Appends control events, then writes the entities they describe to the store so the
+    /// client can use them at once. Once the append is durable the request has succeeded: a
+    /// failed write-through is only logged, because the projector makes the same versioned
+    /// writes from the log, and answering an error would invite a retry that creates a
+    /// second tenant, endpoint or key.
     pub(crate) async fn append_control(
         &self,
         events: &[HeraldEvent],
         writes: Vec<ReadModelWrite>,
     ) -> Result<(), ApiError> {
         self.append(events).await?;
-        self.store.apply(writes, None).await?;
+        if let Err(err) = self.store.apply(writes, None).await {
+            tracing::warn!(error = %err, "write-through to the store failed; the projector will catch up");
+        }
         Ok(())
     }
 }

@@ -3,9 +3,9 @@
 //! Events are deduplicated by the client's `event_id` per tenant through a claim in the store:
 //! claim → append → complete. A duplicate of an accepted event answers 200 `duplicate`; a
 //! request that finds the same id being accepted right now answers 409 so the client retries;
-//! a claim abandoned by a crash is taken over after [`CLAIM_LEASE_MS`] with the *same* Herald
-//! event id, so even an event that did reach the log before the crash yields identical
-//! deliveries (same `webhook-id`) rather than new ones.
+//! a claim abandoned by a crash or a failed append is never released but taken over after
+//! [`CLAIM_LEASE_MS`] with the *same* Herald event id, so even an event that did reach the
+//! log yields identical deliveries (same `webhook-id`) rather than new ones.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -139,20 +139,17 @@ pub(crate) async fn post_event(
         occurred_at: input.occurred_at.map(|at| at.timestamp_millis()),
         received_at: now.timestamp_millis(),
     });
-    if let Err(err) = state.append(&[event]).await {
-        if let Err(release_err) = state.store.release_claim(&claim).await {
-            tracing::warn!(error = %release_err, "could not release an event claim; it expires with its lease");
-        }
-        return Err(err);
+    // A failed append may still have reached the log (a timeout, or an acknowledgement
+    // without an offset), so the claim is kept, not released: once its lease runs out, the
+    // client's retry takes it over with the *same* Herald event id, and a record that did
+    // land yields identical deliveries rather than a second event.
+    state.append(&[event]).await?;
+    // The event is durable: a failure to mark the claim completed is logged, not returned
+    // (an error here would invite a retry; the pending claim dedupes it the same way).
+    let expires = Some(now.timestamp_millis() + DEDUPE_WINDOW_MS);
+    if let Err(err) = state.store.complete_claim(&claim, None, expires).await {
+        tracing::warn!(error = %err, "could not mark an accepted event's claim completed");
     }
-    state
-        .store
-        .complete_claim(
-            &claim,
-            None,
-            Some(now.timestamp_millis() + DEDUPE_WINDOW_MS),
-        )
-        .await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(EventAcceptedOut {
