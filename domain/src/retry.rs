@@ -18,6 +18,10 @@ pub struct RetrySchedule {
 /// The most retries a schedule may hold; bounds the number of retry tiers and attempts.
 pub const MAX_RETRIES: usize = 20;
 
+/// The longest single delay. A retry tier's consumer holds its batch while it waits, and a
+/// Kafka consumer may go at most 24 h between polls; longer waits are more retries.
+pub const MAX_DELAY: Duration = Duration::from_secs(12 * 3600);
+
 impl Default for RetrySchedule {
     /// Standard Webhooks' recommendation: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h.
     fn default() -> Self {
@@ -34,6 +38,9 @@ impl RetrySchedule {
         }
         if delays.iter().any(|d| d.is_zero()) {
             return Err(ScheduleError::Zero);
+        }
+        if let Some(delay) = delays.iter().find(|d| **d > MAX_DELAY) {
+            return Err(ScheduleError::TooLongDelay(format_delay(*delay)));
         }
         Ok(Self { delays })
     }
@@ -110,6 +117,8 @@ pub enum ScheduleError {
     TooLong(usize),
     #[error("a retry delay must be longer than zero")]
     Zero,
+    #[error("a retry delay is at most 12h, not {0}: use more retries for longer waits")]
+    TooLongDelay(String),
 }
 
 impl FromStr for RetrySchedule {
@@ -154,7 +163,7 @@ mod tests {
             "30s,2m,10m",
             "5m,30m,2h,5h,10h",
             "5s,5m,30m,2h,5h,10h,10h",
-            "250ms,1d",
+            "250ms,12h",
         ] {
             let schedule: RetrySchedule = text.parse().unwrap();
             assert_eq!(schedule.to_string(), text);
@@ -182,6 +191,14 @@ mod tests {
         let schedule = RetrySchedule::default();
         let tiers: Vec<String> = schedule.tiers().into_iter().map(format_delay).collect();
         assert_eq!(tiers, ["5s", "5m", "30m", "2h", "5h", "10h"]);
+    }
+
+    #[test]
+    fn delays_are_capped() {
+        assert!(
+            matches!("5m,1d".parse::<RetrySchedule>(), Err(ScheduleError::TooLongDelay(d)) if d == "1d")
+        );
+        assert!("12h".parse::<RetrySchedule>().is_ok());
     }
 
     #[test]

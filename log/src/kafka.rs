@@ -612,6 +612,12 @@ impl Log for KafkaLog {
                 // Prefetch at most 8 MiB per consumer (default 64 MiB): a process runs one
                 // consumer per loop and Herald keeps to a small memory budget.
                 ("queued.max.messages.kbytes", "8192"),
+                // A member holds a batch until it is processed, and a retry tier's member waits
+                // for its tasks to come due (up to the longest retry delay) before polling
+                // again. Liveness is the session timeout's job (background heartbeats), so the
+                // poll interval is as long as librdkafka allows (24 h) rather than the default
+                // 5 min, which would evict the member mid-wait and re-deliver its batch.
+                ("max.poll.interval.ms", "86400000"),
             ],
         );
         let consumer: StreamConsumer<HeraldContext> = StreamConsumer::from_config_and_context(

@@ -87,60 +87,69 @@ impl<'s> Fold<'s> {
                 )
                 .await?;
             }
-            E::DeliverySucceeded(e) => {
+            // Health counts a delivery once, when its status actually moves: an outcome
+            // appended twice (a dispatcher that re-processed after a crash) counts once.
+            // Webhook deliveries have no row to tell duplicates by; they are counted by the
+            // endpoint attempt log instead (not built yet).
+            E::DeliverySucceeded(e) if e.channel != Channel::Webhook.as_str() => {
                 let status = e.status.parse().unwrap_or(DeliveryStatus::Sent);
-                let counts = HealthCounts {
-                    sent: 1,
-                    delivered: u64::from(status == DeliveryStatus::Delivered),
-                    failed: 0,
+                let change = DeliveryChange::Reached {
+                    status,
+                    external_id: e.external_id.clone(),
+                    at: time_from_millis(e.succeeded_at),
                 };
-                self.health
-                    .entry(minute_of(e.succeeded_at))
-                    .or_default()
-                    .add(counts);
-                if e.channel != Channel::Webhook.as_str() {
-                    let change = DeliveryChange::Reached {
-                        status,
-                        external_id: e.external_id.clone(),
-                        at: time_from_millis(e.succeeded_at),
-                    };
-                    self.change(
+                if self
+                    .change(
                         &e.tenant_id,
                         &e.delivery_id,
                         &e.channel,
                         e.succeeded_at,
                         change,
                     )
-                    .await?;
+                    .await?
+                {
+                    let counts = HealthCounts {
+                        sent: 1,
+                        delivered: u64::from(status == DeliveryStatus::Delivered),
+                        failed: 0,
+                    };
+                    self.health
+                        .entry(minute_of(e.succeeded_at))
+                        .or_default()
+                        .add(counts);
                 }
             }
-            E::DeliveryFailed(e) => {
-                self.health
-                    .entry(minute_of(e.failed_at))
-                    .or_default()
-                    .add(HealthCounts {
-                        failed: 1,
-                        ..Default::default()
-                    });
-                if e.channel != Channel::Webhook.as_str() {
-                    let change = DeliveryChange::Failed {
-                        attempts: e.attempts.max(0) as u32,
-                        reason: e.reason.clone(),
-                        at: time_from_millis(e.failed_at),
-                    };
-                    self.change(
+            E::DeliveryFailed(e) if e.channel != Channel::Webhook.as_str() => {
+                let change = DeliveryChange::Failed {
+                    attempts: e.attempts.max(0) as u32,
+                    reason: e.reason.clone(),
+                    at: time_from_millis(e.failed_at),
+                };
+                if self
+                    .change(
                         &e.tenant_id,
                         &e.delivery_id,
                         &e.channel,
                         e.failed_at,
                         change,
                     )
-                    .await?;
+                    .await?
+                {
+                    let counts = HealthCounts {
+                        failed: 1,
+                        ..Default::default()
+                    };
+                    self.health
+                        .entry(minute_of(e.failed_at))
+                        .or_default()
+                        .add(counts);
                 }
             }
             // Webhook attempts, tasks, business events and endpoint changes get read models of
             // their own (attempt log, event history) in later work; nothing to fold yet.
             E::DeliveryAttempted(_)
+            | E::DeliverySucceeded(_)
+            | E::DeliveryFailed(_)
             | E::DeliveryTask(_)
             | E::BusinessEventReceived(_)
             | E::EndpointDisabled(_) => {}
@@ -155,12 +164,13 @@ impl<'s> Fold<'s> {
         channel: &str,
         at_ms: i64,
         change: DeliveryChange,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let channel = channel.parse().unwrap_or(Channel::Webhook);
-        self.delivery(tenant, delivery, channel, at_ms)
-            .await?
-            .apply(&change);
-        Ok(())
+        let row = self.delivery(tenant, delivery, channel, at_ms).await?;
+        let before = row.status;
+        row.apply(&change);
+        // Whether the status moved: the fold is idempotent, so a repeated event never does.
+        Ok(row.status != before)
     }
 
     /// The row of a delivery: from this batch, else the store, else a new `queued` row.
@@ -205,5 +215,88 @@ impl<'s> Fold<'s> {
                 .map(|(minute, counts)| ReadModelWrite::HealthCounts { minute, counts }),
         );
         self.writes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use herald_schemas::{DeliverySucceeded, SendRequested};
+    use herald_store::embedded::EmbeddedStore;
+    use herald_store::ReadModelWrite;
+
+    use super::*;
+
+    fn send(tenant: &str, delivery: &str) -> HeraldEvent {
+        HeraldEvent::SendRequested(SendRequested {
+            tenant_id: tenant.into(),
+            delivery_id: delivery.into(),
+            request_id: None,
+            recipient_id: "rcp_1".into(),
+            channel: "slack".into(),
+            template: "t".into(),
+            vars_json: "{}".into(),
+            subject: None,
+            body: "hi".into(),
+            destination: "https://hooks.slack.com/x".into(),
+            priority: "normal".into(),
+            scheduled_for: None,
+            idempotency_key: None,
+            requested_at: 60_000,
+        })
+    }
+
+    fn delivered(tenant: &str, delivery: &str) -> HeraldEvent {
+        HeraldEvent::DeliverySucceeded(DeliverySucceeded {
+            tenant_id: tenant.into(),
+            delivery_id: delivery.into(),
+            channel: "slack".into(),
+            endpoint_id: None,
+            attempt: 1,
+            status: "delivered".into(),
+            external_id: None,
+            succeeded_at: 61_000,
+        })
+    }
+
+    fn health_of(writes: &[ReadModelWrite]) -> HealthCounts {
+        let mut total = HealthCounts::default();
+        for write in writes {
+            if let ReadModelWrite::HealthCounts { counts, .. } = write {
+                total.add(*counts);
+            }
+        }
+        total
+    }
+
+    #[tokio::test]
+    async fn a_duplicated_outcome_is_counted_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let tenant = TenantId::generate().to_string();
+        let delivery = DeliveryId::generate().to_string();
+
+        // In one batch, and across batches (the second sees the stored row).
+        let mut fold = Fold::new(&store);
+        for event in [
+            send(&tenant, &delivery),
+            delivered(&tenant, &delivery),
+            delivered(&tenant, &delivery),
+        ] {
+            fold.apply(&event).await.unwrap();
+        }
+        let writes = fold.into_writes();
+        assert_eq!(
+            health_of(&writes),
+            HealthCounts {
+                sent: 1,
+                delivered: 1,
+                failed: 0
+            }
+        );
+        store.apply(writes, None).await.unwrap();
+
+        let mut fold = Fold::new(&store);
+        fold.apply(&delivered(&tenant, &delivery)).await.unwrap();
+        assert_eq!(health_of(&fold.into_writes()), HealthCounts::default());
     }
 }
