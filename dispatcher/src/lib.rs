@@ -199,8 +199,8 @@ async fn consume(
         };
         let positions = last_positions(&records);
         let handled = match stage {
-            Stage::Route => Some(shared.route(records).await),
-            Stage::Deliver => Some(shared.deliver(records).await),
+            Stage::Route => shared.route(records, &shutdown).await,
+            Stage::Deliver => shared.deliver(records, &shutdown).await,
             Stage::Retry => shared.retry(records, &shutdown).await,
         };
         // `None`: shutdown came while waiting; the batch is left uncommitted and re-read.
@@ -286,28 +286,45 @@ fn now_ms() -> i64 {
 }
 
 impl Shared {
-    async fn endpoints(&self, tenant_id: &str) -> Vec<Endpoint> {
-        match self
-            .store
-            .endpoints(&TenantId::from_trusted(tenant_id))
-            .await
-        {
-            Ok(endpoints) => endpoints,
-            Err(err) => {
-                tracing::error!(tenant_id, error = %err, "could not read endpoints; no fan-out for this event");
-                Vec::new()
+    /// A tenant's endpoints. A store failure is retried with backoff, never taken for "no
+    /// endpoints": that would drop the fan-out for good once the batch is committed. `None`
+    /// only when shutting down, which leaves the batch uncommitted to be read again.
+    async fn endpoints(
+        &self,
+        tenant_id: &str,
+        shutdown: &CancellationToken,
+    ) -> Option<Vec<Endpoint>> {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self
+                .store
+                .endpoints(&TenantId::from_trusted(tenant_id))
+                .await
+            {
+                Ok(endpoints) => return Some(endpoints),
+                Err(err) => {
+                    tracing::warn!(tenant_id, error = %err, "could not read endpoints; retrying");
+                    if pause(shutdown, backoff).await {
+                        return None;
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
             }
         }
     }
 
     /// Routing: requests → delivery tasks.
-    async fn route(&self, records: Vec<ConsumedRecord>) -> Vec<OutgoingRecord> {
+    async fn route(
+        &self,
+        records: Vec<ConsumedRecord>,
+        shutdown: &CancellationToken,
+    ) -> Option<Vec<OutgoingRecord>> {
         let mut tasks = Vec::new();
         for event in decode_all(records) {
             match event {
                 HeraldEvent::SendRequested(request) => {
                     let task = plan::task_for_send(&request);
-                    let endpoints = self.endpoints(&request.tenant_id).await;
+                    let endpoints = self.endpoints(&request.tenant_id, shutdown).await?;
                     tasks.extend(plan::status_fanout(
                         &task,
                         DeliveryStatus::Queued,
@@ -319,7 +336,7 @@ impl Shared {
                     tasks.push(task);
                 }
                 HeraldEvent::BusinessEventReceived(event) => {
-                    let endpoints = self.endpoints(&event.tenant_id).await;
+                    let endpoints = self.endpoints(&event.tenant_id, shutdown).await?;
                     tasks.extend(plan::tasks_for_business_event(&event, &endpoints));
                 }
                 other => tracing::warn!(
@@ -328,26 +345,33 @@ impl Shared {
                 ),
             }
         }
-        tasks
-            .into_iter()
-            .map(|task| self.to_record(Outgoing::Event(HeraldEvent::DeliveryTask(task))))
-            .collect()
+        Some(
+            tasks
+                .into_iter()
+                .map(|task| self.to_record(Outgoing::Event(HeraldEvent::DeliveryTask(task))))
+                .collect(),
+        )
     }
 
     /// Delivery: one attempt per task, concurrently.
-    async fn deliver(self: &Arc<Self>, records: Vec<ConsumedRecord>) -> Vec<OutgoingRecord> {
+    async fn deliver(
+        self: &Arc<Self>,
+        records: Vec<ConsumedRecord>,
+        shutdown: &CancellationToken,
+    ) -> Option<Vec<OutgoingRecord>> {
         let tasks: Vec<DeliveryTask> = decode_all(records)
             .into_iter()
             .filter_map(as_task)
             .collect();
-        futures::stream::iter(tasks)
-            .map(|task| self.attempt(task))
+        let done: Vec<Option<Vec<OutgoingRecord>>> = futures::stream::iter(tasks)
+            .map(|task| self.attempt(task, shutdown.clone()))
             .buffer_unordered(self.config.max_in_flight)
-            .collect::<Vec<_>>()
-            .await
-            .into_iter()
-            .flatten()
             .collect()
+            .await;
+        done.into_iter().try_fold(Vec::new(), |mut all, records| {
+            all.extend(records?);
+            Some(all)
+        })
     }
 
     /// A retry tier: waits for each task to come due, attempting those already due meanwhile.
@@ -369,16 +393,23 @@ impl Shared {
                 return None;
             }
             let shared = self.clone();
-            attempts.spawn(async move { shared.attempt(task).await });
+            let stop = shutdown.clone();
+            attempts.spawn(async move { shared.attempt(task, stop).await });
         }
         let mut outgoing = Vec::new();
         while let Some(done) = attempts.join_next().await {
-            outgoing.extend(done.expect("attempts do not panic"));
+            // A panicking attempt is a bug: fail the loop (and the process) rather than hide it.
+            let records = done.expect("an attempt panicked")?;
+            outgoing.extend(records);
         }
         Some(outgoing)
     }
 
-    async fn attempt(&self, task: DeliveryTask) -> Vec<OutgoingRecord> {
+    async fn attempt(
+        &self,
+        task: DeliveryTask,
+        shutdown: CancellationToken,
+    ) -> Option<Vec<OutgoingRecord>> {
         let report = match task
             .channel
             .parse::<Channel>()
@@ -400,18 +431,16 @@ impl Shared {
         let endpoints = if task.channel == Channel::Webhook.as_str() {
             Vec::new()
         } else {
-            self.endpoints(&task.tenant_id).await
+            self.endpoints(&task.tenant_id, &shutdown).await?
         };
-        plan::after_attempt(
+        let planned = plan::after_attempt(
             &task,
             &report,
             &self.config.retry_schedule,
             now_ms(),
             &endpoints,
-        )
-        .into_iter()
-        .map(|out| self.to_record(out))
-        .collect()
+        );
+        Some(planned.into_iter().map(|out| self.to_record(out)).collect())
     }
 
     /// Where an outgoing record goes in the log.
