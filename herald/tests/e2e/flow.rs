@@ -81,8 +81,14 @@ pub async fn events_fan_out_once(config: herald::Config) {
         again,
         json!({ "status": "duplicate", "event_id": "ord-1-shipped" })
     );
-    // Unsubscribed event names reach nobody; a later event is the barrier that proves the
-    // duplicate was not delivered (same endpoint → same partition → in order).
+    // The first copy arrives. Events are keyed by their id in `requests`, so two events may
+    // be routed in either order: the barrier below is posted only after the first delivery,
+    // and its webhook (same endpoint → same `deliveries` partition) comes after anything the
+    // duplicate could have produced by then.
+    receiver
+        .wait_for("/hooks", 1, |r| r.json()["type"] == "order.shipped")
+        .await;
+    // Unsubscribed event names reach nobody.
     client
         .post(
             "/v1/events",
