@@ -16,7 +16,7 @@ pub mod request_id;
 pub mod validate;
 
 pub use error::{ApiError, FieldErrors};
-pub use json::ValidJson;
+pub use json::{ValidJson, ValidPath};
 
 use axum::Router;
 

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::Utc;
@@ -13,7 +13,7 @@ use herald_domain::Channel;
 use herald_http::api::TemplateOut;
 use herald_http::auth::Caller;
 use herald_http::validate::Validator;
-use herald_http::{ApiError, ValidJson};
+use herald_http::{ApiError, ValidJson, ValidPath};
 use herald_schemas::{HeraldEvent, TemplateUpserted};
 use herald_store::ReadModelWrite;
 use serde::Deserialize;
@@ -37,7 +37,7 @@ pub fn valid_slug(slug: &str) -> bool {
 pub(crate) async fn put_template(
     State(state): State<IngestState>,
     caller: Caller,
-    Path(slug): Path<String>,
+    ValidPath(slug): ValidPath<String>,
     ValidJson(input): ValidJson<TemplateIn>,
 ) -> Result<(StatusCode, Json<TemplateOut>), ApiError> {
     let mut v = Validator::new();

@@ -7,13 +7,13 @@ mod health;
 
 use std::sync::Arc;
 
-use axum::extract::{FromRef, Path, Query, State};
+use axum::extract::{FromRef, Query, State};
 use axum::routing::get;
 use axum::{Json, Router};
 use herald_domain::ids::DeliveryId;
 use herald_http::api::{DeliveryOut, EndpointOut, Page, TemplateOut};
 use herald_http::auth::{Authenticator, Caller};
-use herald_http::ApiError;
+use herald_http::{ApiError, ValidPath};
 use herald_log::Log;
 use herald_store::Store;
 use serde::Deserialize;
@@ -61,7 +61,7 @@ pub fn router(state: QueryState) -> Router {
 async fn get_delivery(
     State(state): State<QueryState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ValidPath(id): ValidPath<String>,
 ) -> Result<Json<DeliveryOut>, ApiError> {
     // A malformed id cannot exist: same answer as an unknown one.
     let id = DeliveryId::parse(&id).map_err(|_| ApiError::NotFound("delivery"))?;
@@ -76,7 +76,7 @@ async fn get_delivery(
 async fn get_template(
     State(state): State<QueryState>,
     caller: Caller,
-    Path(slug): Path<String>,
+    ValidPath(slug): ValidPath<String>,
 ) -> Result<Json<TemplateOut>, ApiError> {
     let template = state
         .store

@@ -128,6 +128,8 @@ async fn every_error_uses_the_envelope() {
         404,
         "not_found",
     );
+    let bad_path = client.request(Method::GET, "/v1/templates/%FF", None).await;
+    assert_envelope(&bad_path, 422, "validation_failed");
     assert_envelope(
         &client
             .request(Method::GET, "/v1/deliveries/dlv_nope", None)
