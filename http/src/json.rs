@@ -73,6 +73,28 @@ fn has_json_content_type(request: &Request) -> bool {
         || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
+/// Like `axum::extract::Path`, but a path that cannot be decoded (bad percent-encoding, wrong
+/// type) is an [`ApiError`] in the envelope, not axum's plain-text 400.
+pub struct ValidPath<T>(pub T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for ValidPath<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(value)| ValidPath(value))
+            .map_err(|rejection| ApiError::field("path", rejection.body_text()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde::Deserialize;
@@ -123,27 +145,5 @@ mod tests {
         let errors =
             field_errors(parse::<Body>(br#"{"name":"a","nested":{"count":"x"}}"#).unwrap_err());
         assert_eq!(errors[0].0, "nested.count");
-    }
-}
-
-/// Like `axum::extract::Path`, but a path that cannot be decoded (bad percent-encoding, wrong
-/// type) is an [`ApiError`] in the envelope, not axum's plain-text 400.
-pub struct ValidPath<T>(pub T);
-
-impl<T, S> axum::extract::FromRequestParts<S> for ValidPath<T>
-where
-    T: DeserializeOwned + Send,
-    S: Send + Sync,
-{
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        state: &S,
-    ) -> Result<Self, ApiError> {
-        axum::extract::Path::<T>::from_request_parts(parts, state)
-            .await
-            .map(|axum::extract::Path(value)| ValidPath(value))
-            .map_err(|rejection| ApiError::field("path", rejection.body_text()))
     }
 }
