@@ -107,16 +107,40 @@ pub fn decode(bytes: &[u8]) -> Result<HeraldEvent, SchemaError> {
         });
     }
     let fingerprint: [u8; 8] = header[2..].try_into().expect("header is 10 bytes");
-    let entry = registry::by_fingerprint(fingerprint)
-        .ok_or(SchemaError::UnknownFingerprint { fingerprint })?;
-    let event = HeraldEvent::read_datum(entry.kind, &mut datum)?;
+    let (event, record) = match registry::by_fingerprint(fingerprint) {
+        Some(entry) => (HeraldEvent::read_datum(entry.kind, &mut datum)?, entry.name),
+        // Written by an earlier version of a schema: read it with that version.
+        None => {
+            let past = registry::past_by_fingerprint(fingerprint)
+                .ok_or(SchemaError::UnknownFingerprint { fingerprint })?;
+            (
+                read_past(past, &mut datum)?,
+                registry::entry(past.kind).name,
+            )
+        }
+    };
     if !datum.is_empty() {
         return Err(SchemaError::TrailingBytes {
-            record: entry.name,
+            record,
             count: datum.len(),
         });
     }
     Ok(event)
+}
+
+/// Reads a datum written with a past schema, resolved to the current one (fields added
+/// since take their defaults).
+pub(crate) fn read_past(
+    past: &registry::PastEntry,
+    datum: &mut &[u8],
+) -> Result<HeraldEvent, SchemaError> {
+    let record = registry::entry(past.kind).name;
+    let value = past
+        .reader
+        .read_value(datum)
+        .map_err(|source| SchemaError::Malformed { record, source })?;
+    HeraldEvent::from_value(past.kind, &value)
+        .map_err(|source| SchemaError::Malformed { record, source })
 }
 
 pub(crate) fn write_datum<T: Serialize>(

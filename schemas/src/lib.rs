@@ -37,9 +37,10 @@
 //! epoch rather than `timestamp-millis`: Avro implementations disagree on the canonical form
 //! (and so the fingerprint) of logical types, and the fingerprint must be the same everywhere.
 //!
-//! Changing a schema changes its fingerprint, so [`decode`] will reject messages written with the
-//! old version until that version is registered as a known writer schema (not needed yet: this
-//! is version 1 of every schema).
+//! Changing a schema changes its fingerprint. The previous version then moves to
+//! `avro/history/` and is listed in `registry::HISTORY`, so [`decode`] still reads records
+//! written with it, resolving them to the current schema. A test pins every current
+//! fingerprint, so a schema cannot change without that step.
 //!
 //! [single-object encoding]: https://avro.apache.org/docs/1.12.0/specification/#single-object-encoding
 
@@ -97,6 +98,13 @@ macro_rules! herald_records {
             pub(crate) fn write_datum(&self, buf: &mut Vec<u8>) -> Result<(), SchemaError> {
                 match self {
                     $(Self::$name(r) => codec::write_datum(Kind::$name, r, buf),)+
+                }
+            }
+
+            /// Converts a resolved Avro value of `kind` into its record.
+            pub(crate) fn from_value(kind: Kind, value: &apache_avro::types::Value) -> Result<Self, apache_avro::Error> {
+                match kind {
+                    $(Kind::$name => apache_avro::from_value(value).map(Self::$name),)+
                 }
             }
 
