@@ -25,6 +25,10 @@ use serde_json::{json, Value};
 use tokio::runtime::Handle;
 use tokio::task::JoinSet;
 
+/// The same allocator as the `herald` binary, so Herald runs here as it runs in production.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const ADMIN_TOKEN: &str = "bench-admin-token";
 /// The end-to-end p99 target at 2,000 sends/s (DESIGN.md "Performance targets").
 const P99_TARGET_MS: f64 = 25.0;
