@@ -48,17 +48,34 @@ where
     F: Fn() -> Fut,
     Fut: Future<Output = Arc<dyn Log>>,
 {
-    ensure_topics_is_idempotent(factory().await).await;
-    append_then_consume(factory().await).await;
-    same_key_keeps_partition_and_order(factory().await).await;
-    positions_are_dense_and_match_consumed(factory().await).await;
-    group_resumes_after_commit(factory().await).await;
-    append_wakes_waiting_consumer(factory().await).await;
-    groups_are_independent(factory().await).await;
-    lag_tracks_commits(factory().await).await;
-    explicit_start_positions(factory().await).await;
-    empty_poll_times_out(factory().await).await;
-    concurrent_appends_land_once(factory().await).await;
+    macro_rules! run_each {
+        ($($check:ident),* $(,)?) => {$(
+            $check(factory().await).await;
+        )*};
+    }
+    crate::for_each_conformance_check!(run_each);
+}
+
+/// Calls `$callback!(check, check, ...)` with the name of every check of this suite: the one
+/// list, so each implementation's test file generates a test per check from it and a new
+/// check cannot be forgotten by any of them.
+#[macro_export]
+macro_rules! for_each_conformance_check {
+    ($callback:ident) => {
+        $callback!(
+            ensure_topics_is_idempotent,
+            append_then_consume,
+            same_key_keeps_partition_and_order,
+            positions_are_dense_and_match_consumed,
+            group_resumes_after_commit,
+            append_wakes_waiting_consumer,
+            groups_are_independent,
+            lag_tracks_commits,
+            explicit_start_positions,
+            empty_poll_times_out,
+            concurrent_appends_land_once,
+        );
+    };
 }
 
 /// `ensure_topics` creates topics, can be repeated, and leaves an existing topic's partition

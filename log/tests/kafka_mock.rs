@@ -250,19 +250,7 @@ macro_rules! conformance_tests {
     )*};
 }
 
-conformance_tests!(
-    ensure_topics_is_idempotent,
-    append_then_consume,
-    same_key_keeps_partition_and_order,
-    positions_are_dense_and_match_consumed,
-    group_resumes_after_commit,
-    append_wakes_waiting_consumer,
-    groups_are_independent,
-    lag_tracks_commits,
-    explicit_start_positions,
-    empty_poll_times_out,
-    concurrent_appends_land_once,
-);
+herald_log::for_each_conformance_check!(conformance_tests);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_appends_land_once_multi_thread() {
