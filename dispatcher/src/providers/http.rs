@@ -38,7 +38,6 @@ impl Default for HttpOptions {
 #[derive(Debug)]
 pub struct HttpAnswer {
     pub status: u16,
-    pub headers: HeaderMap,
     pub excerpt: String,
 }
 
@@ -99,13 +98,8 @@ impl GuardedHttp {
             .await
             .map_err(|err| self.describe(err))?;
         let status = response.status().as_u16();
-        let headers = response.headers().clone();
         let excerpt = read_excerpt(response).await;
-        Ok(HttpAnswer {
-            status,
-            headers,
-            excerpt,
-        })
+        Ok(HttpAnswer { status, excerpt })
     }
 
     fn describe(&self, err: reqwest::Error) -> HttpFailure {
