@@ -12,6 +12,7 @@ pub mod ids;
 pub mod model;
 pub mod retry;
 pub mod routing;
+pub mod secret_box;
 pub mod signing;
 pub mod status;
 pub mod target;

@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{ApiKeyId, DeliveryId, EndpointId, RecipientId, TemplateId, TenantId};
+use crate::retry::RetrySchedule;
 use crate::template::ChannelContent;
 use crate::{Channel, DeliveryStatus};
 
@@ -30,8 +31,22 @@ pub struct Tenant {
     pub id: TenantId,
     pub name: String,
     pub plan: Plan,
+    /// Consecutive failed attempts that disable one of the tenant's webhook endpoints;
+    /// `None` is [`DEFAULT_ENDPOINT_FAILURE_THRESHOLD`].
+    #[serde(default)]
+    pub endpoint_failure_threshold: Option<u32>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// Consecutive failed attempts that disable a webhook endpoint unless its tenant says otherwise.
+pub const DEFAULT_ENDPOINT_FAILURE_THRESHOLD: u32 = 10;
+
+impl Tenant {
+    pub fn endpoint_failure_threshold(&self) -> u32 {
+        self.endpoint_failure_threshold
+            .unwrap_or(DEFAULT_ENDPOINT_FAILURE_THRESHOLD)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,12 +113,77 @@ pub struct Endpoint {
     /// Subscription patterns; empty means every event.
     pub events: Vec<String>,
     pub signature_scheme: SignatureScheme,
-    /// `whsec_...`. Kept out of `Debug` output by the callers that log endpoints.
+    /// The signing secret: `whsec_...`, or sealed (`enc:v1:...`, see [`crate::secret_box`])
+    /// when the server has a secret key. Kept out of `Debug` output by the callers that log
+    /// endpoints.
     pub secret: String,
+    /// The secret before the last rotation, still signing until `previous_secret_expires_at`
+    /// so receivers can switch over without dropping deliveries. Stored like `secret`.
+    #[serde(default)]
+    pub previous_secret: Option<String>,
+    #[serde(default)]
+    pub previous_secret_expires_at: Option<DateTime<Utc>>,
+    /// Delays between attempts; `None` is the server's default (`HERALD_RETRY_SCHEDULE`).
+    #[serde(default)]
+    pub retry_schedule: Option<RetrySchedule>,
+    /// Attempts per second at most; `None` is unthrottled.
+    #[serde(default)]
+    pub rate_limit_per_second: Option<u32>,
     pub is_active: bool,
     pub disabled_reason: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+impl Endpoint {
+    /// The previous secret while it is still valid at `now`.
+    pub fn previous_secret_at(&self, now: DateTime<Utc>) -> Option<&str> {
+        match (&self.previous_secret, self.previous_secret_expires_at) {
+            (Some(secret), Some(expires)) if now < expires => Some(secret),
+            _ => None,
+        }
+    }
+}
+
+/// One attempt to deliver to a webhook endpoint: a row of `GET /v1/webhooks/{id}/attempts`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    pub tenant_id: TenantId,
+    pub endpoint_id: EndpointId,
+    pub delivery_id: DeliveryId,
+    /// 1-based attempt number within the delivery.
+    pub attempt: u32,
+    /// The `webhook-id` of the message attempted (its event id).
+    pub message_id: Option<String>,
+    pub event_type: Option<String>,
+    /// `success`, `retriable` or `permanent`.
+    pub outcome: String,
+    pub status_code: Option<u16>,
+    pub error: Option<String>,
+    pub response_excerpt: Option<String>,
+    pub latency_ms: u64,
+    pub attempted_at: DateTime<Utc>,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// The endpoint's consecutive failed attempts after this one (0 after a success).
+    pub consecutive_failures: u32,
+}
+
+/// A position in an endpoint's attempt log, newest first: the last row of a page.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptCursor {
+    pub attempted_at_ms: i64,
+    pub delivery_id: DeliveryId,
+    pub attempt: u32,
+}
+
+impl AttemptRecord {
+    pub fn cursor(&self) -> AttemptCursor {
+        AttemptCursor {
+            attempted_at_ms: self.attempted_at.timestamp_millis(),
+            delivery_id: self.delivery_id.clone(),
+            attempt: self.attempt,
+        }
+    }
 }
 
 /// Ways to reach a recipient, one per channel.
@@ -178,6 +258,9 @@ pub enum DeliveryChange {
         reason: String,
         at: DateTime<Utc>,
     },
+    /// An operator asked to re-send a failed delivery (`POST /v1/deliveries/{id}/retry`): the
+    /// one deliberate way back from `failed`, to `queued`.
+    Requeued { at: DateTime<Utc> },
 }
 
 impl Delivery {
@@ -215,6 +298,14 @@ impl Delivery {
                     self.status = DeliveryStatus::Failed;
                     self.attempts = self.attempts.max(*attempts);
                     self.last_error = Some(reason.clone());
+                }
+                self.touch(*at);
+            }
+            DeliveryChange::Requeued { at } => {
+                // Only a failure at or before the request is undone: replaying the log puts a
+                // later failure (of the re-sent attempt) after it again.
+                if self.status == DeliveryStatus::Failed && self.updated_at <= *at {
+                    self.status = DeliveryStatus::Queued;
                 }
                 self.touch(*at);
             }

@@ -61,13 +61,92 @@ impl RetrySchedule {
         self.delays.len() as u32 + 1
     }
 
-    /// Distinct delays, shortest first: each becomes one retry tier of the log.
+    /// Distinct delays, shortest first.
     pub fn tiers(&self) -> Vec<Duration> {
         let mut tiers = self.delays.clone();
         tiers.sort();
         tiers.dedup();
         tiers
     }
+
+    /// The wait before the attempt after failed attempt `attempt`, as actually used: the
+    /// schedule's delay with jitter, never earlier than a receiver's `Retry-After` (capped at
+    /// [`RETRY_AFTER_CAP`]). `None` when the schedule is exhausted.
+    ///
+    /// The jitter is derived from `seed` (the delivery id) rather than drawn at random, so
+    /// planning stays a pure function: re-processing an attempt plans the very same retry.
+    pub fn next_wait(
+        &self,
+        attempt: u32,
+        seed: &str,
+        retry_after: Option<Duration>,
+    ) -> Option<Duration> {
+        let jittered = with_jitter(self.delay_after_attempt(attempt)?, seed, attempt);
+        Some(match retry_after {
+            Some(asked) => jittered.max(asked.min(RETRY_AFTER_CAP)),
+            None => jittered,
+        })
+    }
+}
+
+/// Jitter spreads retries of deliveries that failed together (an endpoint's outage) so they
+/// do not all come back in the same instant: each delay is scaled by a factor in
+/// `[1 - JITTER, 1 + JITTER)`.
+pub const JITTER: f64 = 0.1;
+
+/// The longest `Retry-After` honoured: a receiver cannot park deliveries for days.
+pub const RETRY_AFTER_CAP: Duration = Duration::from_secs(3600);
+
+/// `delay` scaled by a factor in `[1 - JITTER, 1 + JITTER)` chosen by hashing `seed` and
+/// `attempt`.
+pub fn with_jitter(delay: Duration, seed: &str, attempt: u32) -> Duration {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new()
+        .chain_update(seed.as_bytes())
+        .chain_update(attempt.to_le_bytes())
+        .finalize();
+    let bits = u64::from_le_bytes(digest[..8].try_into().expect("8 bytes"));
+    // 53 random bits make a uniform fraction in [0, 1).
+    let unit = (bits >> 11) as f64 / (1u64 << 53) as f64;
+    delay.mul_f64(1.0 - JITTER + 2.0 * JITTER * unit)
+}
+
+/// The fixed ladder of retry tiers every deployment has, whatever its schedules: a wait is
+/// spent hopping down the ladder (see the dispatcher's timers), so per-endpoint schedules,
+/// jitter and `Retry-After` need no tier of their own.
+pub const TIER_LADDER: [Duration; 7] = [
+    Duration::from_secs(1),
+    Duration::from_secs(5),
+    Duration::from_secs(30),
+    Duration::from_secs(120),
+    Duration::from_secs(600),
+    Duration::from_secs(3600),
+    Duration::from_secs(5 * 3600),
+];
+
+/// The retry tiers: the ladder plus the default schedule's own delays (so a short test
+/// schedule such as `50ms` gets a tier that short), shortest first.
+pub fn tier_delays(default_schedule: &RetrySchedule) -> Vec<Duration> {
+    let mut tiers: Vec<Duration> = TIER_LADDER
+        .iter()
+        .copied()
+        .chain(default_schedule.delays.iter().copied())
+        .collect();
+    tiers.sort();
+    tiers.dedup();
+    tiers
+}
+
+/// The tier a wait of `remaining` goes to: the longest tier not longer than it, or the
+/// shortest tier. `tiers` is sorted and not empty.
+pub fn tier_for(tiers: &[Duration], remaining: Duration) -> Duration {
+    tiers
+        .iter()
+        .rev()
+        .find(|tier| **tier <= remaining)
+        .or(tiers.first())
+        .copied()
+        .expect("there is always at least one tier")
 }
 
 /// Formats a delay the way schedules are written (`90s`, `5m`, `2h`, `1d`).
@@ -199,6 +278,62 @@ mod tests {
             matches!("5m,1d".parse::<RetrySchedule>(), Err(ScheduleError::TooLongDelay(d)) if d == "1d")
         );
         assert!("12h".parse::<RetrySchedule>().is_ok());
+    }
+
+    #[test]
+    fn jitter_stays_within_ten_percent_and_is_deterministic() {
+        let base = Duration::from_secs(100);
+        let mut seen = std::collections::BTreeSet::new();
+        for i in 0..200 {
+            let seed = format!("dlv_{i}");
+            let wait = with_jitter(base, &seed, 1);
+            assert!(wait >= Duration::from_secs(90) && wait < Duration::from_secs(110));
+            assert_eq!(wait, with_jitter(base, &seed, 1));
+            seen.insert(wait.as_millis() / 1000);
+        }
+        assert!(seen.len() > 10, "jitter spreads retries: {seen:?}");
+    }
+
+    #[test]
+    fn retry_after_is_honoured_up_to_the_cap() {
+        let schedule: RetrySchedule = "30s,2m,10m".parse().unwrap();
+        let plain = schedule.next_wait(1, "dlv_1", None).unwrap();
+        assert!(plain >= Duration::from_secs(27) && plain < Duration::from_secs(33));
+        // A receiver asking for more time gets it ...
+        let asked = schedule
+            .next_wait(1, "dlv_1", Some(Duration::from_secs(300)))
+            .unwrap();
+        assert_eq!(asked, Duration::from_secs(300));
+        // ... but never less than the schedule, and never more than the cap.
+        let short = schedule
+            .next_wait(1, "dlv_1", Some(Duration::from_secs(1)))
+            .unwrap();
+        assert_eq!(short, plain);
+        let huge = schedule
+            .next_wait(1, "dlv_1", Some(Duration::from_secs(86_400)))
+            .unwrap();
+        assert_eq!(huge, RETRY_AFTER_CAP);
+        // The schedule still ends: three delays, so no wait after the fourth attempt.
+        assert!(schedule.next_wait(3, "dlv_1", None).is_some());
+        assert_eq!(schedule.next_wait(4, "dlv_1", None), None);
+    }
+
+    #[test]
+    fn waits_hop_down_the_tier_ladder() {
+        let tiers = tier_delays(&"50ms,5s".parse().unwrap());
+        assert_eq!(tiers[0], Duration::from_millis(50));
+        assert_eq!(
+            tier_for(&tiers, Duration::from_secs(7200)),
+            Duration::from_secs(3600)
+        );
+        assert_eq!(
+            tier_for(&tiers, Duration::from_secs(4)),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            tier_for(&tiers, Duration::from_millis(10)),
+            Duration::from_millis(50)
+        );
     }
 
     #[test]
