@@ -33,6 +33,9 @@ impl From<&Tenant> for TenantUpserted {
                 .monthly_quota
                 .map(|q| i64::try_from(q).unwrap_or(i64::MAX)),
             rate_limit_per_minute: i32::try_from(t.plan.rate_limit_per_minute).unwrap_or(i32::MAX),
+            endpoint_failure_threshold: t
+                .endpoint_failure_threshold
+                .map(|n| i32::try_from(n).unwrap_or(i32::MAX)),
             created_at: ms(t.created_at),
             updated_at: ms(t.updated_at),
         }
@@ -48,6 +51,7 @@ impl From<&TenantUpserted> for Tenant {
                 monthly_quota: e.monthly_quota.map(|q| q.max(0) as u64),
                 rate_limit_per_minute: e.rate_limit_per_minute.max(1) as u32,
             },
+            endpoint_failure_threshold: e.endpoint_failure_threshold.map(|n| n.max(1) as u32),
             created_at: time_from_millis(e.created_at),
             updated_at: time_from_millis(e.updated_at),
         }
@@ -147,6 +151,12 @@ impl From<&Endpoint> for EndpointUpserted {
             disabled_reason: ep.disabled_reason.clone(),
             created_at: ms(ep.created_at),
             updated_at: ms(ep.updated_at),
+            previous_secret: ep.previous_secret.clone(),
+            previous_secret_expires_at: ep.previous_secret_expires_at.map(ms),
+            retry_schedule: ep.retry_schedule.as_ref().map(|s| s.to_string()),
+            rate_limit_per_second: ep
+                .rate_limit_per_second
+                .map(|n| i32::try_from(n).unwrap_or(i32::MAX)),
         }
     }
 }
@@ -161,6 +171,12 @@ impl From<&EndpointUpserted> for Endpoint {
             events: e.events.clone(),
             signature_scheme: SignatureScheme::parse(&e.signature_scheme).unwrap_or_default(),
             secret: e.secret.clone(),
+            previous_secret: e.previous_secret.clone(),
+            previous_secret_expires_at: e.previous_secret_expires_at.map(time_from_millis),
+            // Written by Herald from a validated schedule; an unreadable one (never expected)
+            // falls back to the server's default rather than losing the endpoint.
+            retry_schedule: e.retry_schedule.as_deref().and_then(|s| s.parse().ok()),
+            rate_limit_per_second: e.rate_limit_per_second.map(|n| n.max(1) as u32),
             is_active: e.is_active,
             disabled_reason: e.disabled_reason.clone(),
             created_at: time_from_millis(e.created_at),
@@ -224,6 +240,7 @@ mod tests {
                 monthly_quota: Some(10),
                 rate_limit_per_minute: 120,
             },
+            endpoint_failure_threshold: Some(3),
             created_at: at,
             updated_at: at,
         };
@@ -253,6 +270,10 @@ mod tests {
             events: vec!["order.*".into()],
             signature_scheme: SignatureScheme::Stripe,
             secret: "whsec_x".into(),
+            previous_secret: Some("whsec_y".into()),
+            previous_secret_expires_at: Some(at),
+            retry_schedule: Some("30s,2m,10m".parse().unwrap()),
+            rate_limit_per_second: Some(5),
             is_active: true,
             disabled_reason: None,
             created_at: at,

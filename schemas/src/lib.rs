@@ -152,6 +152,7 @@ herald_records! {
     DeliverySucceeded,
     DeliveryFailed,
     EndpointDisabled,
+    DeliveryRequeued,
     // topic `control`
     TenantUpserted,
     ApiKeyCreated,
@@ -159,5 +160,6 @@ herald_records! {
     TemplateUpserted,
     TemplateDeleted,
     EndpointUpserted,
+    EndpointDeleted,
     RecipientUpserted,
 }

@@ -102,6 +102,11 @@ pub struct DeliveryAttempted {
     pub attempted_at: i64,
     /// ms since the epoch; `None` = no further attempt.
     pub next_attempt_at: Option<i64>,
+    /// The `webhook-id` of the message attempted.
+    pub message_id: Option<String>,
+    pub event_type: Option<String>,
+    /// For webhook endpoints: consecutive failed attempts after this one.
+    pub consecutive_failures: Option<i32>,
 }
 
 /// A delivery succeeded (topic `outcomes`).
@@ -147,6 +152,19 @@ pub struct EndpointDisabled {
     pub disabled_at: i64,
 }
 
+/// An operator re-sent a failed delivery (topic `outcomes`).
+/// Schema: `avro/DeliveryRequeued.avsc`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryRequeued {
+    pub tenant_id: String,
+    pub delivery_id: String,
+    pub channel: String,
+    /// The attempt that follows.
+    pub attempt: i32,
+    /// ms since the epoch.
+    pub requested_at: i64,
+}
+
 /// Current state of a tenant (topic `control`).
 /// Schema: `avro/TenantUpserted.avsc`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -156,6 +174,8 @@ pub struct TenantUpserted {
     /// Messages per month; `None` = unlimited.
     pub monthly_quota: Option<i64>,
     pub rate_limit_per_minute: i32,
+    /// `None` = the default (10).
+    pub endpoint_failure_threshold: Option<i32>,
     /// ms since the epoch.
     pub created_at: i64,
     /// ms since the epoch.
@@ -231,7 +251,7 @@ pub struct EndpointUpserted {
     /// Subscribed event names.
     pub events: Vec<String>,
     pub signature_scheme: String,
-    /// Signing secret (`whsec_...`): sensitive.
+    /// Signing secret (`whsec_...`, or sealed `enc:v1:...`): sensitive.
     pub secret: String,
     pub is_active: bool,
     pub disabled_reason: Option<String>,
@@ -239,6 +259,23 @@ pub struct EndpointUpserted {
     pub created_at: i64,
     /// ms since the epoch.
     pub updated_at: i64,
+    /// The secret before the last rotation, stored like `secret`.
+    pub previous_secret: Option<String>,
+    /// ms since the epoch.
+    pub previous_secret_expires_at: Option<i64>,
+    /// e.g. `"30s,2m,10m"`; `None` = the server's default.
+    pub retry_schedule: Option<String>,
+    pub rate_limit_per_second: Option<i32>,
+}
+
+/// A webhook endpoint was deleted (topic `control`).
+/// Schema: `avro/EndpointDeleted.avsc`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointDeleted {
+    pub tenant_id: String,
+    pub endpoint_id: String,
+    /// ms since the epoch.
+    pub deleted_at: i64,
 }
 
 /// Current state of a recipient and their channel addresses (topic `control`).

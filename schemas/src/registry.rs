@@ -94,6 +94,16 @@ pub(crate) fn by_fingerprint(fingerprint: [u8; 8]) -> Option<&'static Entry> {
     REGISTRY.iter().find(|e| e.fingerprint == fingerprint)
 }
 
+macro_rules! history {
+    ($kind:ident, $file:literal) => {
+        (
+            Kind::$kind,
+            $file,
+            include_str!(concat!("../avro/history/", $file)),
+        )
+    };
+}
+
 /// Earlier versions of the record schemas: `(kind, file in avro/history/, .avsc text)`.
 ///
 /// When a schema in `avro/` changes (backward-compatibly: only optional fields with defaults
@@ -101,7 +111,14 @@ pub(crate) fn by_fingerprint(fingerprint: [u8; 8]) -> Option<&'static Entry> {
 /// records already in the log — written with the old fingerprint — still decode: they are
 /// read with the schema that wrote them and resolved to the current one. The test
 /// `current_fingerprints_are_pinned` fails when a schema changes without this step.
-pub(crate) const HISTORY: &[(Kind, &str, &str)] = &[];
+pub(crate) const HISTORY: &[(Kind, &str, &str)] = &[
+    // v1 → v2: endpoint secrets may be sealed; rotation, retry schedule and throttle added.
+    history!(EndpointUpserted, "EndpointUpserted.v1.avsc"),
+    // v1 → v2: per-tenant endpoint failure threshold added.
+    history!(TenantUpserted, "TenantUpserted.v1.avsc"),
+    // v1 → v2: message id, event type and the endpoint's consecutive failures added.
+    history!(DeliveryAttempted, "DeliveryAttempted.v1.avsc"),
+];
 
 /// A past writer schema, ready to read old records into the current shape.
 pub(crate) struct PastEntry {
@@ -194,16 +211,18 @@ mod tests {
             ("SendRequested", "4f6e3983cc6d745b"),
             ("BusinessEventReceived", "6f850575a1236a35"),
             ("DeliveryTask", "30c9a8d19458909a"),
-            ("DeliveryAttempted", "f0b6dfaf1069cc5d"),
+            ("DeliveryAttempted", "89e8b9a285114565"),
             ("DeliverySucceeded", "d8740d5896186a8a"),
             ("DeliveryFailed", "cfec31a9d2f97763"),
             ("EndpointDisabled", "91f4c5b416a92cbe"),
-            ("TenantUpserted", "fdeb809c1c12797e"),
+            ("DeliveryRequeued", "e095c44944299b10"),
+            ("TenantUpserted", "6306a46b898c5043"),
             ("ApiKeyCreated", "f79eb7cc8dd87018"),
             ("ApiKeyRevoked", "07520c0981842acb"),
             ("TemplateUpserted", "433ba30fb2f35f63"),
             ("TemplateDeleted", "1a122f9f9d8f50e6"),
-            ("EndpointUpserted", "a2ba485485551499"),
+            ("EndpointUpserted", "f6fff005cb84ae14"),
+            ("EndpointDeleted", "f514228c4a66c33e"),
             ("RecipientUpserted", "9b4cd28cd169a0ff"),
         ];
         let actual: Vec<(&str, String)> = REGISTRY
@@ -215,6 +234,24 @@ mod tests {
             actual, pinned,
             "a schema changed without its previous version in HISTORY"
         );
+    }
+
+    /// A file in `avro/history/` must be the exact text that was current before: records in
+    /// the log carry its fingerprint, pinned here when it was retired.
+    #[test]
+    fn past_fingerprints_are_pinned() {
+        let pinned: &[(&str, &str)] = &[
+            ("EndpointUpserted.v1.avsc", "a2ba485485551499"),
+            ("TenantUpserted.v1.avsc", "fdeb809c1c12797e"),
+            ("DeliveryAttempted.v1.avsc", "f0b6dfaf1069cc5d"),
+        ];
+        let actual: Vec<(&str, String)> = HISTORY
+            .iter()
+            .zip(PAST.iter())
+            .map(|(&(_, file, _), past)| (file, hex(past.fingerprint)))
+            .collect();
+        let pinned: Vec<(&str, String)> = pinned.iter().map(|(n, f)| (*n, f.to_string())).collect();
+        assert_eq!(actual, pinned);
     }
 
     #[test]
@@ -260,6 +297,7 @@ mod tests {
                 name: "Acme".into(),
                 monthly_quota: None,
                 rate_limit_per_minute: 120,
+                endpoint_failure_threshold: None,
                 created_at: 1,
                 updated_at: 2,
             })

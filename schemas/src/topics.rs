@@ -58,12 +58,14 @@ impl Topics {
             E::DeliverySucceeded(e) => (&self.outcomes, e.delivery_id.clone().into_bytes()),
             E::DeliveryFailed(e) => (&self.outcomes, e.delivery_id.clone().into_bytes()),
             E::EndpointDisabled(e) => (&self.outcomes, e.endpoint_id.clone().into_bytes()),
+            E::DeliveryRequeued(e) => (&self.outcomes, e.delivery_id.clone().into_bytes()),
             E::TenantUpserted(e) => (&self.control, e.tenant_id.clone().into_bytes()),
             E::ApiKeyCreated(e) => (&self.control, e.key_id.clone().into_bytes()),
             E::ApiKeyRevoked(e) => (&self.control, e.key_id.clone().into_bytes()),
             E::TemplateUpserted(e) => (&self.control, e.template_id.clone().into_bytes()),
             E::TemplateDeleted(e) => (&self.control, e.template_id.clone().into_bytes()),
             E::EndpointUpserted(e) => (&self.control, e.endpoint_id.clone().into_bytes()),
+            E::EndpointDeleted(e) => (&self.control, e.endpoint_id.clone().into_bytes()),
             E::RecipientUpserted(e) => (&self.control, e.recipient_id.clone().into_bytes()),
         }
     }

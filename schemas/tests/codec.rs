@@ -165,11 +165,13 @@ fn delivery_attempted() -> impl Strategy<Value = DeliveryAttempted> {
             long(),
             prop::option::of(long()),
         ),
+        (opt_text(), opt_text(), prop::option::of(int())),
     )
         .prop_map(
             |(
                 (tenant_id, delivery_id, channel, endpoint_id, attempt, outcome),
                 (status_code, error, response_excerpt, latency_ms, attempted_at, next_attempt_at),
+                (message_id, event_type, consecutive_failures),
             )| DeliveryAttempted {
                 tenant_id,
                 delivery_id,
@@ -183,6 +185,9 @@ fn delivery_attempted() -> impl Strategy<Value = DeliveryAttempted> {
                 latency_ms,
                 attempted_at,
                 next_attempt_at,
+                message_id,
+                event_type,
+                consecutive_failures,
             },
         )
 }
@@ -255,16 +260,26 @@ fn tenant_upserted() -> impl Strategy<Value = TenantUpserted> {
         text(),
         prop::option::of(long()),
         int(),
+        prop::option::of(int()),
         long(),
         long(),
     )
         .prop_map(
-            |(tenant_id, name, monthly_quota, rate_limit_per_minute, created_at, updated_at)| {
+            |(
+                tenant_id,
+                name,
+                monthly_quota,
+                rate_limit_per_minute,
+                endpoint_failure_threshold,
+                created_at,
+                updated_at,
+            )| {
                 TenantUpserted {
                     tenant_id,
                     name,
                     monthly_quota,
                     rate_limit_per_minute,
+                    endpoint_failure_threshold,
                     created_at,
                     updated_at,
                 }
@@ -342,11 +357,23 @@ fn endpoint_upserted() -> impl Strategy<Value = EndpointUpserted> {
             prop::collection::vec(text(), 0..8),
         ),
         (text(), text(), any::<bool>(), opt_text(), long(), long()),
+        (
+            opt_text(),
+            prop::option::of(long()),
+            opt_text(),
+            prop::option::of(int()),
+        ),
     )
         .prop_map(
             |(
                 (tenant_id, endpoint_id, url, description, events),
                 (signature_scheme, secret, is_active, disabled_reason, created_at, updated_at),
+                (
+                    previous_secret,
+                    previous_secret_expires_at,
+                    retry_schedule,
+                    rate_limit_per_second,
+                ),
             )| EndpointUpserted {
                 tenant_id,
                 endpoint_id,
@@ -359,8 +386,32 @@ fn endpoint_upserted() -> impl Strategy<Value = EndpointUpserted> {
                 disabled_reason,
                 created_at,
                 updated_at,
+                previous_secret,
+                previous_secret_expires_at,
+                retry_schedule,
+                rate_limit_per_second,
             },
         )
+}
+
+fn endpoint_deleted() -> impl Strategy<Value = EndpointDeleted> {
+    (text(), text(), long()).prop_map(|(tenant_id, endpoint_id, deleted_at)| EndpointDeleted {
+        tenant_id,
+        endpoint_id,
+        deleted_at,
+    })
+}
+
+fn delivery_requeued() -> impl Strategy<Value = DeliveryRequeued> {
+    (text(), text(), text(), int(), long()).prop_map(
+        |(tenant_id, delivery_id, channel, attempt, requested_at)| DeliveryRequeued {
+            tenant_id,
+            delivery_id,
+            channel,
+            attempt,
+            requested_at,
+        },
+    )
 }
 
 fn recipient_upserted() -> impl Strategy<Value = RecipientUpserted> {
@@ -528,6 +579,8 @@ record_tests! {
     roundtrip_template_deleted: template_deleted => "TemplateDeleted",
     roundtrip_endpoint_upserted: endpoint_upserted => "EndpointUpserted",
     roundtrip_recipient_upserted: recipient_upserted => "RecipientUpserted",
+    roundtrip_endpoint_deleted: endpoint_deleted => "EndpointDeleted",
+    roundtrip_delivery_requeued: delivery_requeued => "DeliveryRequeued",
 }
 
 #[test]
@@ -553,6 +606,8 @@ fn any_event() -> impl Strategy<Value = HeraldEvent> {
         template_deleted().prop_map(HeraldEvent::from),
         endpoint_upserted().prop_map(HeraldEvent::from),
         recipient_upserted().prop_map(HeraldEvent::from),
+        endpoint_deleted().prop_map(HeraldEvent::from),
+        delivery_requeued().prop_map(HeraldEvent::from),
     ]
 }
 
@@ -854,7 +909,7 @@ fn avsc_dir_files() -> BTreeMap<String, String> {
 #[test]
 fn every_avsc_file_parses_is_registered_and_has_a_distinct_fingerprint() {
     let files = avsc_dir_files();
-    assert_eq!(files.len(), 14);
+    assert_eq!(files.len(), 16);
     let mut fingerprints = BTreeSet::new();
     for (stem, text) in &files {
         let schema = Schema::parse_str(text).unwrap_or_else(|e| panic!("{stem}.avsc: {e}"));
@@ -970,6 +1025,6 @@ fn registry_lookups() {
         "nested, not a topic record"
     );
     let names: Vec<&str> = schemas().map(|(n, _)| n).collect();
-    assert_eq!(names.len(), 14);
+    assert_eq!(names.len(), 16);
     assert_eq!(names[0], "SendRequested");
 }
