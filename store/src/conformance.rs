@@ -23,7 +23,8 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use herald_domain::ids::{ApiKeyId, DeliveryId, EndpointId, RecipientId, TemplateId, TenantId};
 use herald_domain::model::{
-    ApiKeyRecord, Contacts, Delivery, Endpoint, Plan, Recipient, SignatureScheme, Template, Tenant,
+    ApiKeyRecord, AttemptRecord, Contacts, Delivery, Endpoint, Plan, Recipient, SignatureScheme,
+    Template, Tenant,
 };
 use herald_domain::template::ChannelContent;
 use herald_domain::{Channel, DeliveryStatus};
@@ -46,12 +47,17 @@ pub async fn run_all(store: Arc<dyn Store>) {
     api_key_round_trip(store).await;
     template_round_trip(store).await;
     endpoint_round_trip(store).await;
+    optional_settings_round_trip(store).await;
     recipient_round_trip(store).await;
     delivery_round_trip(store).await;
+    dead_letter_round_trip(store).await;
     tenants_are_isolated(store).await;
     versioned_upserts_keep_the_newest(store).await;
     api_key_revocation_is_sticky(store).await;
     template_deleted_respects_versions(store).await;
+    endpoint_deleted_respects_versions(store).await;
+    attempts_page_newest_first(store).await;
+    attempt_writes_are_idempotent(store).await;
     recipients_are_found_by_contact(store).await;
     health_counts_add_up_per_minute(store).await;
     checkpoints_are_stored_with_writes(store).await;
@@ -75,6 +81,7 @@ fn tenant(id: &TenantId, name: &str, updated_ms: i64) -> Tenant {
             monthly_quota: Some(10_000),
             rate_limit_per_minute: 60,
         },
+        endpoint_failure_threshold: None,
         created_at: at(0),
         updated_at: at(updated_ms),
     }
@@ -129,6 +136,10 @@ fn endpoint(tenant: &TenantId, id: &EndpointId, url: &str, updated_ms: i64) -> E
         events: vec!["order.*".to_owned(), "invoice.paid".to_owned()],
         signature_scheme: SignatureScheme::Stripe,
         secret: "whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQ=".to_owned(),
+        previous_secret: None,
+        previous_secret_expires_at: None,
+        retry_schedule: None,
+        rate_limit_per_second: None,
         is_active: true,
         disabled_reason: None,
         created_at: at(0),
@@ -167,6 +178,32 @@ fn delivery(tenant: &TenantId, id: &DeliveryId, recipient: Option<&RecipientId>)
         attempts: 0,
         last_error: None,
         external_id: None,
+    }
+}
+
+/// Attempt `number` of a delivery to an endpoint, made at `at(ms)`.
+fn attempt(
+    tenant: &TenantId,
+    endpoint: &EndpointId,
+    delivery: &DeliveryId,
+    number: u32,
+    ms: i64,
+) -> AttemptRecord {
+    AttemptRecord {
+        tenant_id: tenant.clone(),
+        endpoint_id: endpoint.clone(),
+        delivery_id: delivery.clone(),
+        attempt: number,
+        message_id: Some(format!("evt_{}", delivery.as_str())),
+        event_type: Some("order.paid".to_owned()),
+        outcome: "retriable".to_owned(),
+        status_code: Some(503),
+        error: Some("service unavailable".to_owned()),
+        response_excerpt: Some("{\"busy\":true}".to_owned()),
+        latency_ms: 42,
+        attempted_at: at(ms),
+        next_attempt_at: Some(at(ms + 5_000)),
+        consecutive_failures: number,
     }
 }
 
@@ -340,6 +377,57 @@ pub async fn endpoint_round_trip(store: &dyn Store) {
     );
 }
 
+/// Every optional setting of an endpoint (rotated secret, retry schedule, rate limit) and of a
+/// tenant (failure threshold) round-trips when set.
+pub async fn optional_settings_round_trip(store: &dyn Store) {
+    let tenant_id = TenantId::generate();
+    let endpoint_id = EndpointId::generate();
+    let mut t = tenant(&tenant_id, "Configured", 10);
+    t.endpoint_failure_threshold = Some(3);
+    let mut ep = endpoint(
+        &tenant_id,
+        &endpoint_id,
+        "https://example.com/configured",
+        10,
+    );
+    ep.secret = "enc:v1:bm9uY2U=:c2VhbGVk".to_owned();
+    ep.previous_secret = Some("whsec_b2xkLW9sZC1vbGQ=".to_owned());
+    ep.previous_secret_expires_at = Some(at(86_400_000));
+    ep.retry_schedule = Some(
+        "5s,1m,2h"
+            .parse()
+            .expect("optional_settings_round_trip: fixture schedule"),
+    );
+    ep.rate_limit_per_second = Some(25);
+    apply(
+        store,
+        vec![
+            ReadModelWrite::Tenant(t.clone()),
+            ReadModelWrite::Endpoint(ep.clone()),
+        ],
+        "writing a configured tenant and endpoint",
+    )
+    .await;
+    assert_eq!(
+        ok(store.tenant(&tenant_id).await, "reading a tenant"),
+        Some(t),
+        "optional_settings_round_trip: a tenant's endpoint_failure_threshold must round-trip"
+    );
+    assert_eq!(
+        ok(
+            store.endpoint(&tenant_id, &endpoint_id).await,
+            "reading an endpoint"
+        ),
+        Some(ep.clone()),
+        "optional_settings_round_trip: an endpoint's previous secret, its expiry, retry schedule and rate limit must round-trip"
+    );
+    assert_eq!(
+        ok(store.endpoints(&tenant_id).await, "listing endpoints"),
+        vec![ep],
+        "optional_settings_round_trip: the listed endpoint must carry its optional settings"
+    );
+}
+
 /// A recipient is found by tenant and id; an unknown id is `None`.
 pub async fn recipient_round_trip(store: &dyn Store) {
     let tenant_id = TenantId::generate();
@@ -421,6 +509,79 @@ pub async fn delivery_round_trip(store: &dyn Store) {
     );
 }
 
+/// A dead letter's task bytes are read back exactly (any byte, large ones too), a later
+/// write replaces them, and an unknown delivery has none.
+pub async fn dead_letter_round_trip(store: &dyn Store) {
+    let tenant_id = TenantId::generate();
+    let id = DeliveryId::generate();
+    let large_id = DeliveryId::generate();
+    // Avro single-object encoding starts C3 01; NUL and FF must survive too.
+    let task = vec![0xc3, 0x01, 0x00, 0xff, 0x7f, 0x80, 0x00];
+    apply(
+        store,
+        vec![ReadModelWrite::DeadLetter {
+            tenant_id: tenant_id.clone(),
+            delivery_id: id.clone(),
+            task: task.clone(),
+        }],
+        "writing a dead letter",
+    )
+    .await;
+    assert_eq!(
+        ok(
+            store.dead_letter(&tenant_id, &id).await,
+            "reading a dead letter"
+        ),
+        Some(task),
+        "dead_letter_round_trip: the task read back differs"
+    );
+
+    // Larger than a ScyllaDB batch, written together with another row.
+    let large: Vec<u8> = (0..80_000u32).map(|i| (i % 251) as u8).collect();
+    let replaced = b"re-encoded task".to_vec();
+    apply(
+        store,
+        vec![
+            ReadModelWrite::DeadLetter {
+                tenant_id: tenant_id.clone(),
+                delivery_id: large_id.clone(),
+                task: large.clone(),
+            },
+            ReadModelWrite::DeadLetter {
+                tenant_id: tenant_id.clone(),
+                delivery_id: id.clone(),
+                task: replaced.clone(),
+            },
+        ],
+        "writing dead letters",
+    )
+    .await;
+    assert_eq!(
+        ok(
+            store.dead_letter(&tenant_id, &large_id).await,
+            "reading a large dead letter"
+        ),
+        Some(large),
+        "dead_letter_round_trip: a large task read back differs"
+    );
+    assert_eq!(
+        ok(
+            store.dead_letter(&tenant_id, &id).await,
+            "reading a rewritten dead letter"
+        ),
+        Some(replaced),
+        "dead_letter_round_trip: a later dead letter of the same delivery must replace the task"
+    );
+    assert_eq!(
+        ok(
+            store.dead_letter(&tenant_id, &DeliveryId::generate()).await,
+            "reading an unknown dead letter"
+        ),
+        None,
+        "dead_letter_round_trip: an unknown delivery must have no dead letter"
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // Tenant isolation
 
@@ -451,6 +612,12 @@ pub async fn tenants_are_isolated(store: &dyn Store) {
         ReadModelWrite::Endpoint(other_endpoint.clone()),
         ReadModelWrite::Recipient(recipient(&owner, &recipient_id, "owner@example.com", 10)),
         ReadModelWrite::Delivery(delivery(&owner, &delivery_id, Some(&recipient_id))),
+        ReadModelWrite::Attempt(attempt(&owner, &endpoint_id, &delivery_id, 1, 10)),
+        ReadModelWrite::DeadLetter {
+            tenant_id: owner.clone(),
+            delivery_id: delivery_id.clone(),
+            task: b"owner's task".to_vec(),
+        },
     ];
     apply(store, writes, "writing two tenants' rows").await;
 
@@ -470,6 +637,23 @@ pub async fn tenants_are_isolated(store: &dyn Store) {
         )
         .is_some(),
         "tenants_are_isolated: the owner must find its delivery"
+    );
+    assert_eq!(
+        ok(
+            store.attempts(&owner, &endpoint_id, None, 10).await,
+            "listing attempts"
+        )
+        .len(),
+        1,
+        "tenants_are_isolated: the owner must find its endpoint's attempt"
+    );
+    assert!(
+        ok(
+            store.dead_letter(&owner, &delivery_id).await,
+            "reading a dead letter"
+        )
+        .is_some(),
+        "tenants_are_isolated: the owner must find its dead letter"
     );
 
     let read = ok(
@@ -511,6 +695,30 @@ pub async fn tenants_are_isolated(store: &dyn Store) {
     assert_eq!(
         read, None,
         "tenants_are_isolated: a delivery id must not be found under another tenant"
+    );
+    let read = ok(
+        store.attempts(&other, &endpoint_id, None, 10).await,
+        "listing another tenant's attempts",
+    );
+    assert!(
+        read.is_empty(),
+        "tenants_are_isolated: an endpoint's attempts must not be listed under another tenant, got {read:?}"
+    );
+    let read = ok(
+        store.attempts(&owner, &other_endpoint_id, None, 10).await,
+        "listing attempts of another tenant's endpoint",
+    );
+    assert!(
+        read.is_empty(),
+        "tenants_are_isolated: another tenant's endpoint id must list no attempts, got {read:?}"
+    );
+    let read = ok(
+        store.dead_letter(&other, &delivery_id).await,
+        "reading another tenant's dead letter",
+    );
+    assert_eq!(
+        read, None,
+        "tenants_are_isolated: a dead letter must not be found under another tenant"
     );
 
     let listed = ok(store.endpoints(&owner).await, "listing endpoints");
@@ -801,6 +1009,270 @@ pub async fn template_deleted_respects_versions(store: &dyn Store) {
     assert_eq!(
         read, None,
         "template_deleted_respects_versions: deleting a missing template must not create it"
+    );
+}
+
+/// `EndpointDeleted { at }` removes an endpoint last updated at or before `at` (from
+/// `endpoint` and `endpoints`), and leaves one updated after it; a version written after the
+/// delete and newer than it is the endpoint again.
+pub async fn endpoint_deleted_respects_versions(store: &dyn Store) {
+    let tenant_id = TenantId::generate();
+    // Ids carry their creation time; derive them so the listing order is certain.
+    let seed = tenant_id.as_str().as_bytes();
+    let id = |n: i64| EndpointId::derive(at(n * 1_000).timestamp_millis(), seed);
+    let (old, tied, recreated, kept, missing) = (id(1), id(2), id(3), id(4), id(5));
+    let url = "https://example.com/hook";
+    let writes = vec![
+        ReadModelWrite::Endpoint(endpoint(&tenant_id, &old, url, 100)),
+        ReadModelWrite::Endpoint(endpoint(&tenant_id, &tied, url, 200)),
+        ReadModelWrite::Endpoint(endpoint(&tenant_id, &recreated, url, 300)),
+        ReadModelWrite::Endpoint(endpoint(&tenant_id, &kept, url, 100)),
+    ];
+    apply(store, writes, "writing endpoints").await;
+    let delete = |tenant_id: &TenantId, endpoint_id: &EndpointId| ReadModelWrite::EndpointDeleted {
+        tenant_id: tenant_id.clone(),
+        endpoint_id: endpoint_id.clone(),
+        at: at(200),
+    };
+    let deletes = vec![
+        delete(&tenant_id, &old),
+        delete(&tenant_id, &tied),
+        delete(&tenant_id, &recreated),
+        delete(&tenant_id, &missing),
+        // Another tenant's delete of the same id touches nothing here.
+        delete(&TenantId::generate(), &kept),
+    ];
+    apply(store, deletes, "deleting endpoints").await;
+
+    let read = |id: EndpointId| {
+        let tenant_id = tenant_id.clone();
+        async move { ok(store.endpoint(&tenant_id, &id).await, "reading an endpoint") }
+    };
+    assert_eq!(
+        read(old.clone()).await,
+        None,
+        "endpoint_deleted_respects_versions: an endpoint updated before `at` must be removed"
+    );
+    assert_eq!(
+        read(tied.clone()).await,
+        None,
+        "endpoint_deleted_respects_versions: an endpoint updated exactly at `at` must be removed"
+    );
+    assert_eq!(
+        read(recreated.clone()).await.map(|e| e.updated_at),
+        Some(at(300)),
+        "endpoint_deleted_respects_versions: an endpoint updated after `at` must be kept"
+    );
+    assert!(
+        read(kept.clone()).await.is_some(),
+        "endpoint_deleted_respects_versions: another tenant's delete must not remove this endpoint"
+    );
+    assert_eq!(
+        read(missing.clone()).await,
+        None,
+        "endpoint_deleted_respects_versions: deleting a missing endpoint must not create it"
+    );
+    let listed: Vec<EndpointId> = ok(store.endpoints(&tenant_id).await, "listing endpoints")
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(
+        listed,
+        vec![recreated.clone(), kept.clone()],
+        "endpoint_deleted_respects_versions: endpoints() must omit deleted endpoints"
+    );
+
+    // A version newer than the delete, arriving after it, is the endpoint again.
+    let again = endpoint(&tenant_id, &old, "https://example.com/again", 250);
+    apply(
+        store,
+        vec![ReadModelWrite::Endpoint(again.clone())],
+        "re-creating a deleted endpoint",
+    )
+    .await;
+    assert_eq!(
+        read(old.clone()).await,
+        Some(again),
+        "endpoint_deleted_respects_versions: a version updated after the delete must be stored"
+    );
+    let listed: Vec<EndpointId> = ok(store.endpoints(&tenant_id).await, "listing endpoints")
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(
+        listed,
+        vec![old, recreated, kept],
+        "endpoint_deleted_respects_versions: a re-created endpoint must be listed again"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// The attempt log
+
+/// An endpoint's attempt log pages newest first (time, then delivery id, then attempt, all
+/// descending): following each page's last cursor returns every row exactly once, in order,
+/// whatever order they were written in; other endpoints' attempts never show.
+pub async fn attempts_page_newest_first(store: &dyn Store) {
+    let tenant_id = TenantId::generate();
+    let endpoint_id = EndpointId::generate();
+    let neighbour = EndpointId::generate();
+    let seed = tenant_id.as_str().as_bytes();
+    let deliveries: Vec<DeliveryId> = (0..5)
+        .map(|n| DeliveryId::derive(at(n * 10).timestamp_millis(), seed))
+        .collect();
+    // 25 attempts over five instants: at each, two attempts of one delivery, one of another
+    // and two of a third, so time, delivery id and attempt number all decide somewhere.
+    let mut rows = Vec::new();
+    for t in 0..5usize {
+        let ms = 60_000 * t as i64;
+        let d = |k: usize| &deliveries[(t + k) % deliveries.len()];
+        for (delivery, number) in [(d(0), 1), (d(0), 2), (d(1), 1), (d(2), 3), (d(2), 1)] {
+            rows.push(attempt(&tenant_id, &endpoint_id, delivery, number, ms));
+        }
+    }
+    let mut expected = rows.clone();
+    expected.sort_by(|a, b| {
+        let key = |r: &AttemptRecord| (r.attempted_at, r.delivery_id.clone(), r.attempt);
+        key(b).cmp(&key(a))
+    });
+
+    // Written scrambled (11 is coprime to 25), in several batches, among the neighbour's.
+    let mut writes: Vec<ReadModelWrite> = (0..rows.len())
+        .map(|i| ReadModelWrite::Attempt(rows[(i * 11) % rows.len()].clone()))
+        .collect();
+    for (i, delivery) in deliveries.iter().enumerate() {
+        let row = attempt(&tenant_id, &neighbour, delivery, 1, 30_000 * i as i64);
+        writes.insert(i * 4, ReadModelWrite::Attempt(row));
+    }
+    while !writes.is_empty() {
+        let rest = writes.split_off(writes.len().min(7));
+        apply(store, writes, "writing attempts").await;
+        writes = rest;
+    }
+
+    let page = |after: Option<AttemptRecord>, limit: usize| {
+        let (tenant_id, endpoint_id) = (tenant_id.clone(), endpoint_id.clone());
+        async move {
+            let cursor = after.map(|row| row.cursor());
+            ok(
+                store
+                    .attempts(&tenant_id, &endpoint_id, cursor.as_ref(), limit)
+                    .await,
+                "listing attempts",
+            )
+        }
+    };
+    let mut seen = Vec::new();
+    let mut sizes = Vec::new();
+    loop {
+        let next = page(seen.last().cloned(), 10).await;
+        sizes.push(next.len());
+        if next.is_empty() {
+            break;
+        }
+        assert!(
+            sizes.len() <= 5,
+            "attempts_page_newest_first: paging with cursors must end, got pages of {sizes:?}"
+        );
+        seen.extend(next);
+    }
+    assert_eq!(
+        sizes,
+        vec![10, 10, 5, 0],
+        "attempts_page_newest_first: 25 attempts with limit 10 must come in pages of 10, 10, 5, then none"
+    );
+    assert_eq!(
+        seen, expected,
+        "attempts_page_newest_first: following cursors must return every attempt exactly once, newest first (time, delivery id, attempt descending)"
+    );
+
+    assert_eq!(
+        page(None, 100).await,
+        expected,
+        "attempts_page_newest_first: a limit above the row count must return every attempt"
+    );
+    assert_eq!(
+        page(Some(expected[3].clone()), 4).await,
+        expected[4..8].to_vec(),
+        "attempts_page_newest_first: a page must start strictly after its cursor"
+    );
+    assert!(
+        page(None, 0).await.is_empty(),
+        "attempts_page_newest_first: a limit of 0 must return nothing"
+    );
+    let neighbours = ok(
+        store.attempts(&tenant_id, &neighbour, None, 100).await,
+        "listing another endpoint's attempts",
+    );
+    assert_eq!(
+        neighbours.len(),
+        deliveries.len(),
+        "attempts_page_newest_first: each endpoint must list only its own attempts"
+    );
+    let none = ok(
+        store
+            .attempts(&tenant_id, &EndpointId::generate(), None, 10)
+            .await,
+        "listing an unknown endpoint's attempts",
+    );
+    assert!(
+        none.is_empty(),
+        "attempts_page_newest_first: an endpoint without attempts must list none, got {none:?}"
+    );
+}
+
+/// Writing the same attempt again, in one batch or later (a replay of the log), stores one
+/// row; a later write of the same attempt replaces it.
+pub async fn attempt_writes_are_idempotent(store: &dyn Store) {
+    let tenant_id = TenantId::generate();
+    let endpoint_id = EndpointId::generate();
+    let delivery_id = DeliveryId::generate();
+    let row = attempt(&tenant_id, &endpoint_id, &delivery_id, 2, 1_000);
+    apply(
+        store,
+        vec![
+            ReadModelWrite::Attempt(row.clone()),
+            ReadModelWrite::Attempt(row.clone()),
+        ],
+        "writing an attempt twice",
+    )
+    .await;
+    apply(
+        store,
+        vec![ReadModelWrite::Attempt(row.clone())],
+        "writing an attempt again",
+    )
+    .await;
+    let listed = ok(
+        store.attempts(&tenant_id, &endpoint_id, None, 10).await,
+        "listing attempts",
+    );
+    assert_eq!(
+        listed,
+        vec![row.clone()],
+        "attempt_writes_are_idempotent: the same attempt written three times must be one row"
+    );
+
+    let rewritten = AttemptRecord {
+        outcome: "permanent".to_owned(),
+        status_code: Some(410),
+        next_attempt_at: None,
+        ..row
+    };
+    apply(
+        store,
+        vec![ReadModelWrite::Attempt(rewritten.clone())],
+        "rewriting an attempt",
+    )
+    .await;
+    let listed = ok(
+        store.attempts(&tenant_id, &endpoint_id, None, 10).await,
+        "listing attempts",
+    );
+    assert_eq!(
+        listed,
+        vec![rewritten],
+        "attempt_writes_are_idempotent: a later write of the same attempt must replace the row"
     );
 }
 
@@ -1165,6 +1637,7 @@ pub async fn later_writes_in_a_batch_see_earlier_ones(store: &dyn Store) {
     let newest_tenant = tenant(&tenant_id, "v2", 200);
     let newest_endpoint = endpoint(&tenant_id, &endpoint_id, "https://example.com/v2", 200);
     let newest_recipient = recipient(&tenant_id, &recipient_id, "v2@example.com", 200);
+    let short_lived_endpoint = EndpointId::generate();
     let writes = vec![
         // Newest first, then older.
         ReadModelWrite::Template(template(&tenant_id, "newest-first", "v2", 200)),
@@ -1188,6 +1661,17 @@ pub async fn later_writes_in_a_batch_see_earlier_ones(store: &dyn Store) {
         ReadModelWrite::TemplateDeleted {
             tenant_id: tenant_id.clone(),
             slug: "short-lived".to_owned(),
+            at: at(150),
+        },
+        ReadModelWrite::Endpoint(endpoint(
+            &tenant_id,
+            &short_lived_endpoint,
+            "https://example.com/short-lived",
+            100,
+        )),
+        ReadModelWrite::EndpointDeleted {
+            tenant_id: tenant_id.clone(),
+            endpoint_id: short_lived_endpoint.clone(),
             at: at(150),
         },
     ];
@@ -1240,6 +1724,11 @@ pub async fn later_writes_in_a_batch_see_earlier_ones(store: &dyn Store) {
         "reading a deleted template",
     );
     assert_eq!(read, None, "later_writes_in_a_batch_see_earlier_ones: a delete must remove a template written earlier in the batch");
+    let read = ok(
+        store.endpoint(&tenant_id, &short_lived_endpoint).await,
+        "reading a deleted endpoint",
+    );
+    assert_eq!(read, None, "later_writes_in_a_batch_see_earlier_ones: a delete must remove an endpoint written earlier in the batch");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1397,6 +1886,9 @@ where
     let ep = endpoint(&tenant_id, &endpoint_id, "https://example.com/durable", 10);
     let rcp = recipient(&tenant_id, &recipient_id, "durable@example.com", 10);
     let dlv = delivery(&tenant_id, &delivery_id, Some(&recipient_id));
+    let deleted_endpoint = EndpointId::generate();
+    let att = attempt(&tenant_id, &endpoint_id, &delivery_id, 1, 30);
+    let dead = b"dead-lettered task".to_vec();
     let mut checkpoint = Checkpoint::new();
     checkpoint.insert(("herald.events.v1".to_owned(), 11), 4_242);
     let completed = ClaimKey {
@@ -1425,8 +1917,25 @@ where
                 at: at(20),
             },
             ReadModelWrite::Endpoint(ep.clone()),
+            ReadModelWrite::Endpoint(endpoint(
+                &tenant_id,
+                &deleted_endpoint,
+                "https://example.com/deleted",
+                10,
+            )),
+            ReadModelWrite::EndpointDeleted {
+                tenant_id: tenant_id.clone(),
+                endpoint_id: deleted_endpoint.clone(),
+                at: at(20),
+            },
             ReadModelWrite::Recipient(rcp.clone()),
             ReadModelWrite::Delivery(dlv.clone()),
+            ReadModelWrite::Attempt(att.clone()),
+            ReadModelWrite::DeadLetter {
+                tenant_id: tenant_id.clone(),
+                delivery_id: delivery_id.clone(),
+                task: dead.clone(),
+            },
             ReadModelWrite::HealthCounts {
                 minute,
                 counts: HealthCounts {
@@ -1514,6 +2023,30 @@ where
         ok(store.endpoints(&tenant_id).await, "listing endpoints"),
         vec![ep],
         "{what} the endpoint must be listed"
+    );
+    assert_eq!(
+        ok(
+            store.endpoint(&tenant_id, &deleted_endpoint).await,
+            "reading an endpoint"
+        ),
+        None,
+        "{what} a deleted endpoint must stay deleted"
+    );
+    assert_eq!(
+        ok(
+            store.attempts(&tenant_id, &endpoint_id, None, 10).await,
+            "listing attempts"
+        ),
+        vec![att],
+        "{what} the attempt must be there"
+    );
+    assert_eq!(
+        ok(
+            store.dead_letter(&tenant_id, &delivery_id).await,
+            "reading a dead letter"
+        ),
+        Some(dead),
+        "{what} the dead letter must be there"
     );
     assert_eq!(
         ok(

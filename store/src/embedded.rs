@@ -5,6 +5,10 @@
 //! write batch per [`Store::apply`] gives the atomicity the projector's checkpoints need.
 //! Writes that must read first (versioned upserts, counters, claims) are serialised by one
 //! mutex; reads take no lock.
+//!
+//! Nothing here expires: the attempt log and dead letters are kept forever (ScyllaDB drops them
+//! after 30 days). A single-machine deployment writes few enough of them for that to be fine;
+//! deleting the data directory and letting the projector rebuild it starts afresh.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -12,7 +16,9 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, OwnedWriteBatch as WriteBatch};
 use herald_domain::ids::{DeliveryId, EndpointId, RecipientId, TenantId};
-use herald_domain::model::{ApiKeyRecord, Delivery, Endpoint, Recipient, Template, Tenant};
+use herald_domain::model::{
+    ApiKeyRecord, AttemptCursor, AttemptRecord, Delivery, Endpoint, Recipient, Template, Tenant,
+};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -37,6 +43,10 @@ struct Inner {
     recipients: Keyspace,
     recipient_contacts: Keyspace,
     deliveries: Keyspace,
+    /// An endpoint's attempt log, keyed by [`attempt_key`].
+    attempts: Keyspace,
+    /// Dead-lettered tasks as raw bytes, keyed by tenant and delivery.
+    dead_letters: Keyspace,
     health_minutes: Keyspace,
     claims: Keyspace,
     checkpoints: Keyspace,
@@ -46,7 +56,7 @@ struct Inner {
 
 impl EmbeddedStore {
     pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
-        // Bounded memory: fjall's default memtable is 64 MiB per keyspace, which across ten
+        // Bounded memory: fjall's default memtable is 64 MiB per keyspace, which across a dozen
         // tables could hold hundreds of MiB before flushing.
         let db = Database::builder(dir.as_ref())
             .cache_size(32 * MIB)
@@ -64,6 +74,8 @@ impl EmbeddedStore {
             recipients: keyspace("recipients")?,
             recipient_contacts: keyspace("recipients_by_contact")?,
             deliveries: keyspace("deliveries")?,
+            attempts: keyspace("endpoint_attempts")?,
+            dead_letters: keyspace("dead_letters")?,
             health_minutes: keyspace("health_minutes")?,
             claims: keyspace("claims")?,
             checkpoints: keyspace("checkpoints")?,
@@ -86,6 +98,26 @@ fn prefix(parts: &[&str]) -> Vec<u8> {
     let mut prefix = key(parts);
     prefix.push(0);
     prefix
+}
+
+/// The key of an attempt: `tenant NUL endpoint NUL`, then the attempt time as 8 big-endian
+/// bytes with the sign bit flipped (so byte order is time order, before 1970 too), the delivery
+/// id, NUL, and the attempt number as 4 big-endian bytes. Byte order is therefore the order of
+/// `(attempted_at ms, delivery_id, attempt)` (NUL sorts below every byte of an id, as the end
+/// of a shorter string does), and [`Store::attempts`] walks it backwards for newest first.
+fn attempt_key(
+    tenant: &TenantId,
+    endpoint: &EndpointId,
+    attempted_at_ms: i64,
+    delivery: &DeliveryId,
+    attempt: u32,
+) -> Vec<u8> {
+    let mut k = prefix(&[tenant.as_str(), endpoint.as_str()]);
+    k.extend_from_slice(&((attempted_at_ms as u64) ^ (1 << 63)).to_be_bytes());
+    k.extend_from_slice(delivery.as_str().as_bytes());
+    k.push(0);
+    k.extend_from_slice(&attempt.to_be_bytes());
+    k
 }
 
 fn get<T: DeserializeOwned>(keyspace: &Keyspace, key: &[u8]) -> Result<Option<T>> {
@@ -157,6 +189,39 @@ impl Inner {
                 self.upsert_newer(batch, &self.endpoints, k, endpoint, |e: &Endpoint| {
                     e.updated_at
                 })
+            }
+            ReadModelWrite::EndpointDeleted {
+                tenant_id,
+                endpoint_id,
+                at,
+            } => {
+                let k = key(&[tenant_id.as_str(), endpoint_id.as_str()]);
+                if let Some(existing) = batch.read::<Endpoint>(&self.endpoints, &k)? {
+                    if existing.updated_at <= at {
+                        batch.delete(&self.endpoints, k);
+                    }
+                }
+                Ok(())
+            }
+            ReadModelWrite::Attempt(record) => {
+                let k = attempt_key(
+                    &record.tenant_id,
+                    &record.endpoint_id,
+                    record.attempted_at.timestamp_millis(),
+                    &record.delivery_id,
+                    record.attempt,
+                );
+                batch.put(&self.attempts, k, encode(&record));
+                Ok(())
+            }
+            ReadModelWrite::DeadLetter {
+                tenant_id,
+                delivery_id,
+                task,
+            } => {
+                let k = key(&[tenant_id.as_str(), delivery_id.as_str()]);
+                batch.put(&self.dead_letters, k, task);
+                Ok(())
             }
             ReadModelWrite::Recipient(recipient) => {
                 let tenant = recipient.tenant_id.as_str().to_owned();
@@ -395,6 +460,49 @@ impl Store for EmbeddedStore {
         )
     }
 
+    async fn attempts(
+        &self,
+        tenant: &TenantId,
+        endpoint: &EndpointId,
+        after: Option<&AttemptCursor>,
+        limit: usize,
+    ) -> Result<Vec<AttemptRecord>> {
+        let start = prefix(&[tenant.as_str(), endpoint.as_str()]);
+        let rows = match after {
+            // Strictly before the cursor's own key, walking back: strictly after it, newest
+            // first.
+            Some(cursor) => {
+                let end = attempt_key(
+                    tenant,
+                    endpoint,
+                    cursor.attempted_at_ms,
+                    &cursor.delivery_id,
+                    cursor.attempt,
+                );
+                self.inner.attempts.range(start..end)
+            }
+            None => self.inner.attempts.prefix(start),
+        };
+        let mut attempts = Vec::new();
+        for guard in rows.rev().take(limit) {
+            let (k, v) = guard.into_inner()?;
+            attempts.push(decode(&k, &v)?);
+        }
+        Ok(attempts)
+    }
+
+    async fn dead_letter(
+        &self,
+        tenant: &TenantId,
+        delivery: &DeliveryId,
+    ) -> Result<Option<Vec<u8>>> {
+        let found = self
+            .inner
+            .dead_letters
+            .get(key(&[tenant.as_str(), delivery.as_str()]))?;
+        Ok(found.map(|task| task.to_vec()))
+    }
+
     async fn health_counts(&self, since_minute: i64) -> Result<HealthCounts> {
         let mut total = HealthCounts::default();
         for guard in self
@@ -482,5 +590,86 @@ impl Store for EmbeddedStore {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Rows written by a Herald from before tenants had a failure threshold and endpoints a
+    /// rotated secret, a retry schedule and a rate limit still read: the fields take their
+    /// defaults (`None`).
+    #[tokio::test]
+    async fn rows_written_before_optional_fields_existed_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let tenant_id = TenantId::from_trusted("tnt_01HZZZZZZZZZZZZZZZZZZZZZZZ");
+        let endpoint_id = EndpointId::from_trusted("ep_01HZZZZZZZZZZZZZZZZZZZZZZZ");
+        let tenant = r#"{"id":"tnt_01HZZZZZZZZZZZZZZZZZZZZZZZ","name":"Acme","plan":{"monthly_quota":null,"rate_limit_per_minute":60},"created_at":"2023-11-14T22:13:20.123Z","updated_at":"2023-11-14T22:13:20.124Z"}"#;
+        let endpoint = r#"{"id":"ep_01HZZZZZZZZZZZZZZZZZZZZZZZ","tenant_id":"tnt_01HZZZZZZZZZZZZZZZZZZZZZZZ","url":"https://example.com/hook","description":null,"events":["order.*"],"signature_scheme":"standard","secret":"whsec_c2VjcmV0","is_active":true,"disabled_reason":null,"created_at":"2023-11-14T22:13:20.123Z","updated_at":"2023-11-14T22:13:20.123Z"}"#;
+        let inner = &store.inner;
+        inner
+            .tenants
+            .insert(key(&[tenant_id.as_str()]), tenant)
+            .unwrap();
+        inner
+            .endpoints
+            .insert(key(&[tenant_id.as_str(), endpoint_id.as_str()]), endpoint)
+            .unwrap();
+
+        let tenant = store.tenant(&tenant_id).await.unwrap().unwrap();
+        assert_eq!(tenant.endpoint_failure_threshold, None);
+        assert_eq!(tenant.name, "Acme");
+        let endpoint = store
+            .endpoint(&tenant_id, &endpoint_id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (
+                &endpoint.previous_secret,
+                endpoint.previous_secret_expires_at,
+                &endpoint.retry_schedule,
+                endpoint.rate_limit_per_second
+            ),
+            (&None, None, &None, None)
+        );
+        assert_eq!(endpoint.events, vec!["order.*".to_owned()]);
+        assert_eq!(store.endpoints(&tenant_id).await.unwrap(), vec![endpoint]);
+    }
+
+    #[test]
+    fn attempt_keys_sort_like_time_then_delivery_then_attempt() {
+        let tenant = TenantId::from_trusted("tnt_a");
+        let endpoint = EndpointId::from_trusted("ep_a");
+        let k = |ms: i64, delivery: &str, attempt: u32| {
+            attempt_key(
+                &tenant,
+                &endpoint,
+                ms,
+                &DeliveryId::from_trusted(delivery),
+                attempt,
+            )
+        };
+        let ascending = [
+            k(-1, "dlv_z", u32::MAX),
+            k(0, "dlv_a", 2),
+            k(0, "dlv_a", 256),
+            k(0, "dlv_ab", 1),
+            k(0, "dlv_b", 1),
+            k(1, "dlv_a", 1),
+            k(i64::MAX, "dlv_a", 0),
+        ];
+        for pair in ascending.windows(2) {
+            assert!(
+                pair[0] < pair[1],
+                "{:?} must sort before {:?}",
+                pair[0],
+                pair[1]
+            );
+        }
+        let start = prefix(&[tenant.as_str(), endpoint.as_str()]);
+        assert!(ascending.iter().all(|key| key.starts_with(&start)));
     }
 }

@@ -29,7 +29,9 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use herald_domain::ids::{DeliveryId, EndpointId, RecipientId, TenantId};
-use herald_domain::model::{ApiKeyRecord, Delivery, Endpoint, Recipient, Template, Tenant};
+use herald_domain::model::{
+    ApiKeyRecord, AttemptCursor, AttemptRecord, Delivery, Endpoint, Recipient, Template, Tenant,
+};
 use serde::{Deserialize, Serialize};
 
 /// One change to the read models.
@@ -49,6 +51,24 @@ pub enum ReadModelWrite {
     },
     /// Upserted unless the stored one has a later `updated_at`.
     Endpoint(Endpoint),
+    /// Removes the endpoint unless it was updated after `at` (like `TemplateDeleted`). Its
+    /// attempt log is left to age out: nothing reads it without the endpoint.
+    EndpointDeleted {
+        tenant_id: TenantId,
+        endpoint_id: EndpointId,
+        at: DateTime<Utc>,
+    },
+    /// One row of a webhook endpoint's attempt log. A row is identified by tenant, endpoint,
+    /// `attempted_at` (milliseconds), delivery id and attempt number, so writing the same
+    /// attempt again (a replay of the log) stores it once; the later write replaces it.
+    Attempt(AttemptRecord),
+    /// The encoded task (opaque bytes) of a delivery that exhausted its attempts, kept so an
+    /// operator can re-send it. Upserted: the latest write wins.
+    DeadLetter {
+        tenant_id: TenantId,
+        delivery_id: DeliveryId,
+        task: Vec<u8>,
+    },
     /// Upserted unless the stored one has a later `updated_at`; indexes its contacts.
     Recipient(Recipient),
     /// Replaces the row: the projector folds changes with `Delivery::apply` before writing.
@@ -190,6 +210,24 @@ pub trait Store: Send + Sync + 'static {
         value: &str,
     ) -> Result<Option<RecipientId>>;
     async fn delivery(&self, tenant: &TenantId, id: &DeliveryId) -> Result<Option<Delivery>>;
+    /// A page of an endpoint's attempt log, newest first (`attempted_at` descending, then
+    /// delivery id descending, then attempt descending): at most `limit` rows, only those
+    /// strictly after `after` in that order (the cursor of the last row of the previous page).
+    /// Stores may expire old attempts (ScyllaDB keeps 30 days).
+    async fn attempts(
+        &self,
+        tenant: &TenantId,
+        endpoint: &EndpointId,
+        after: Option<&AttemptCursor>,
+        limit: usize,
+    ) -> Result<Vec<AttemptRecord>>;
+    /// The dead-lettered task of a delivery, as written by `ReadModelWrite::DeadLetter`.
+    /// Stores may expire old ones (ScyllaDB keeps 30 days).
+    async fn dead_letter(
+        &self,
+        tenant: &TenantId,
+        delivery: &DeliveryId,
+    ) -> Result<Option<Vec<u8>>>;
     /// Sums the health counters of the minutes from `since_minute` (inclusive) on.
     async fn health_counts(&self, since_minute: i64) -> Result<HealthCounts>;
 

@@ -23,6 +23,8 @@
 //! | `recipients_by_contact` | (tenant_id, kind, contact) | recipient_id | [`Store::recipient_by_contact`] |
 //! | `deliveries` | (tenant_id, delivery_id) | | [`Store::delivery`] |
 //! | `deliveries_by_time` | (tenant_id, day) | delivery_id DESC | the delivery list to come |
+//! | `endpoint_attempts` | (tenant_id, endpoint_id) | attempted_at DESC, delivery_id DESC, attempt DESC | [`Store::attempts`] |
+//! | `dead_letters` | (tenant_id, delivery_id) | | [`Store::dead_letter`] |
 //! | `health_minutes` | day | minute, contribution | [`Store::health_counts`] |
 //! | `health_days` | scope (one partition) | day | which `health_minutes` days exist |
 //! | `claims` | (tenant_id, scope, claim_key) | | [`Store::claim`] and friends |
@@ -45,11 +47,18 @@
 //! decided by their clocks, which only matters for two different contents claiming the very
 //! same version.
 //!
-//! `TemplateDeleted { at }` is `DELETE ... USING TIMESTAMP at`: it shadows every version up to
+//! `TemplateDeleted { at }` and `EndpointDeleted { at }` are `DELETE ... USING TIMESTAMP at`:
+//! they shadow every version up to
 //! and including `at` (a tombstone wins a tie), including ones that arrive later, and a version
 //! updated after `at` survives. Tombstones are purged after the table's `gc_grace_seconds`
 //! (ten days by default); a version older than the delete arriving later than that would come
 //! back.
+//!
+//! The attempt log and dead letters are not versioned either: a row is identified by its key
+//! (an attempt by tenant, endpoint, time, delivery and attempt number), so writing it again
+//! overwrites it, with the store's write clock. Both tables expire rows after 30 days
+//! (`default_time_to_live`); [`Store::attempts`] pages with a clustering-key range,
+//! `(attempted_at, delivery_id, attempt) < (cursor)`, so a page costs its rows, however deep.
 //!
 //! API keys have no version: they are written with the store's write clock. A revocation is
 //! sticky because `revoked_at` is its own column, written only when set (`MaybeUnset`), never
@@ -129,11 +138,13 @@ use ::scylla::response::query_result::QueryResult;
 use ::scylla::serialize::row::SerializeRow;
 use ::scylla::statement::batch::{Batch, BatchType};
 use ::scylla::statement::prepared::PreparedStatement;
-use ::scylla::value::{CqlValue, MaybeUnset, Row};
+use ::scylla::value::{CqlTimestamp, CqlValue, MaybeUnset, Row};
 use async_trait::async_trait;
 use futures::{StreamExt, TryStreamExt};
 use herald_domain::ids::{DeliveryId, EndpointId, RecipientId, TenantId};
-use herald_domain::model::{ApiKeyRecord, Delivery, Endpoint, Recipient, Template, Tenant};
+use herald_domain::model::{
+    ApiKeyRecord, AttemptCursor, AttemptRecord, Delivery, Endpoint, Recipient, Template, Tenant,
+};
 use serde::de::DeserializeOwned;
 
 use self::codec::{ClaimStep, StoredClaim, WriteClock};
@@ -258,6 +269,7 @@ struct Statements {
     delete_template: PreparedStatement,
     select_template: PreparedStatement,
     insert_endpoint: PreparedStatement,
+    delete_endpoint: PreparedStatement,
     select_endpoint: PreparedStatement,
     select_endpoints: PreparedStatement,
     insert_recipient: PreparedStatement,
@@ -268,6 +280,11 @@ struct Statements {
     insert_delivery: PreparedStatement,
     insert_delivery_by_time: PreparedStatement,
     select_delivery: PreparedStatement,
+    insert_attempt: PreparedStatement,
+    select_attempts: PreparedStatement,
+    select_attempts_after: PreparedStatement,
+    insert_dead_letter: PreparedStatement,
+    select_dead_letter: PreparedStatement,
     insert_health: PreparedStatement,
     insert_health_day: PreparedStatement,
     select_health_days: PreparedStatement,
@@ -362,6 +379,13 @@ impl Statements {
                 Idempotent,
             )
             .await?,
+            delete_endpoint: prepare(
+                format!(
+                    "DELETE FROM {ks}.endpoints USING TIMESTAMP ? WHERE tenant_id = ? AND endpoint_id = ?"
+                ),
+                Idempotent,
+            )
+            .await?,
             select_endpoint: prepare(
                 format!("SELECT doc FROM {ks}.endpoints WHERE tenant_id = ? AND endpoint_id = ?"),
                 Idempotent,
@@ -424,6 +448,41 @@ impl Statements {
             select_delivery: prepare(
                 format!(
                     "SELECT doc FROM {ks}.deliveries WHERE tenant_id = ? AND delivery_id = ?"
+                ),
+                Idempotent,
+            )
+            .await?,
+            insert_attempt: prepare(
+                format!(
+                    "INSERT INTO {ks}.endpoint_attempts (tenant_id, endpoint_id, attempted_at, delivery_id, attempt, doc) VALUES (?, ?, ?, ?, ?, ?) USING TIMESTAMP ?"
+                ),
+                Idempotent,
+            )
+            .await?,
+            select_attempts: prepare(
+                format!(
+                    "SELECT doc FROM {ks}.endpoint_attempts WHERE tenant_id = ? AND endpoint_id = ? LIMIT ?"
+                ),
+                Idempotent,
+            )
+            .await?,
+            select_attempts_after: prepare(
+                format!(
+                    "SELECT doc FROM {ks}.endpoint_attempts WHERE tenant_id = ? AND endpoint_id = ? AND (attempted_at, delivery_id, attempt) < (?, ?, ?) LIMIT ?"
+                ),
+                Idempotent,
+            )
+            .await?,
+            insert_dead_letter: prepare(
+                format!(
+                    "INSERT INTO {ks}.dead_letters (tenant_id, delivery_id, task) VALUES (?, ?, ?) USING TIMESTAMP ?"
+                ),
+                Idempotent,
+            )
+            .await?,
+            select_dead_letter: prepare(
+                format!(
+                    "SELECT task FROM {ks}.dead_letters WHERE tenant_id = ? AND delivery_id = ?"
                 ),
                 Idempotent,
             )
@@ -566,6 +625,40 @@ impl Statements {
                 doc,
                 ts,
             } => (&self.insert_endpoint, Box::new((tenant, endpoint, doc, ts))),
+            Mutation::DeleteEndpoint {
+                tenant,
+                endpoint,
+                ts,
+            } => (&self.delete_endpoint, Box::new((ts, tenant, endpoint))),
+            Mutation::Attempt {
+                tenant,
+                endpoint,
+                attempted_at,
+                delivery,
+                attempt,
+                doc,
+                ts,
+            } => (
+                &self.insert_attempt,
+                Box::new((
+                    tenant,
+                    endpoint,
+                    CqlTimestamp(attempted_at),
+                    delivery,
+                    attempt,
+                    doc,
+                    ts,
+                )),
+            ),
+            Mutation::DeadLetter {
+                tenant,
+                delivery,
+                task,
+                ts,
+            } => (
+                &self.insert_dead_letter,
+                Box::new((tenant, delivery, task, ts)),
+            ),
             Mutation::Recipient {
                 tenant,
                 recipient,
@@ -989,6 +1082,71 @@ impl Store for ScyllaStore {
                 || format!("deliveries/{}/{}", tenant.as_str(), id.as_str()),
             )
             .await
+    }
+
+    async fn attempts(
+        &self,
+        tenant: &TenantId,
+        endpoint: &EndpointId,
+        after: Option<&AttemptCursor>,
+        limit: usize,
+    ) -> Result<Vec<AttemptRecord>> {
+        // CQL refuses `LIMIT 0`; a page of nothing needs no read.
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let s = &self.inner.statements;
+        let cql_limit = i32::try_from(limit).unwrap_or(i32::MAX);
+        let (tenant_id, endpoint_id) = (tenant.as_str(), endpoint.as_str());
+        let rows: Vec<(Option<String>,)> = match after {
+            Some(cursor) => {
+                let values = (
+                    tenant_id,
+                    endpoint_id,
+                    CqlTimestamp(cursor.attempted_at_ms),
+                    cursor.delivery_id.as_str(),
+                    i64::from(cursor.attempt),
+                    cql_limit,
+                );
+                self.inner
+                    .read_all(&s.select_attempts_after, values)
+                    .await?
+            }
+            None => {
+                self.inner
+                    .read_all(&s.select_attempts, (tenant_id, endpoint_id, cql_limit))
+                    .await?
+            }
+        };
+        let key = format!("endpoint_attempts/{tenant_id}/{endpoint_id}");
+        rows.into_iter()
+            .filter_map(|(doc,)| doc)
+            .take(limit)
+            .map(|doc| codec::decode_doc(&key, &doc))
+            .collect()
+    }
+
+    async fn dead_letter(
+        &self,
+        tenant: &TenantId,
+        delivery: &DeliveryId,
+    ) -> Result<Option<Vec<u8>>> {
+        let what = "reading a dead letter";
+        let rows = self
+            .inner
+            .session
+            .execute_unpaged(
+                &self.inner.statements.select_dead_letter,
+                (tenant.as_str(), delivery.as_str()),
+            )
+            .await
+            .map_err(db(what))?
+            .into_rows_result()
+            .map_err(db(what))?;
+        Ok(rows
+            .maybe_first_row::<(Option<Vec<u8>>,)>()
+            .map_err(db(what))?
+            .and_then(|(task,)| task))
     }
 
     async fn health_counts(&self, since_minute: i64) -> Result<HealthCounts> {

@@ -384,7 +384,7 @@ pub(super) fn chunk_by_size(sizes: &[usize], limit: usize) -> Vec<Range<usize>> 
 mod tests {
     use super::*;
     use herald_domain::ids::{DeliveryId, RecipientId, TenantId};
-    use herald_domain::model::{Contacts, Tenant};
+    use herald_domain::model::{Contacts, Endpoint, Tenant};
     use herald_domain::{Channel, DeliveryStatus};
 
     fn at(ms: i64) -> DateTime<Utc> {
@@ -413,12 +413,33 @@ mod tests {
             id: TenantId::generate(),
             name: "Acme; \"quoted\" ✓".to_owned(),
             plan: Default::default(),
+            endpoint_failure_threshold: Some(7),
             created_at: at(0),
             updated_at: at(1),
         };
         let doc = encode_doc(0x1234, &tenant);
         assert!(doc.starts_with("0000000000001234{"), "{doc}");
         assert_eq!(decode_doc::<Tenant>("k", &doc).unwrap(), tenant);
+    }
+
+    #[test]
+    fn docs_written_before_optional_fields_existed_still_read() {
+        // Rows written before tenants had a failure threshold and endpoints a rotated secret,
+        // retry schedule and rate limit: those fields are missing from the JSON.
+        let tenant = r#"{"id":"tnt_01HZZZZZZZZZZZZZZZZZZZZZZZ","name":"Acme","plan":{"monthly_quota":null,"rate_limit_per_minute":60},"created_at":"2023-11-14T22:13:20.123Z","updated_at":"2023-11-14T22:13:20.124Z"}"#;
+        let tenant = decode_doc::<Tenant>("k", &format!("{:016x}{tenant}", 1)).unwrap();
+        assert_eq!(tenant.endpoint_failure_threshold, None);
+        let endpoint = r#"{"id":"ep_01HZZZZZZZZZZZZZZZZZZZZZZZ","tenant_id":"tnt_01HZZZZZZZZZZZZZZZZZZZZZZZ","url":"https://example.com/hook","description":null,"events":[],"signature_scheme":"standard","secret":"whsec_c2VjcmV0","is_active":true,"disabled_reason":null,"created_at":"2023-11-14T22:13:20.123Z","updated_at":"2023-11-14T22:13:20.123Z"}"#;
+        let endpoint = decode_doc::<Endpoint>("k", &format!("{:016x}{endpoint}", 1)).unwrap();
+        assert_eq!(
+            (
+                endpoint.previous_secret,
+                endpoint.previous_secret_expires_at,
+                endpoint.retry_schedule,
+                endpoint.rate_limit_per_second
+            ),
+            (None, None, None, None)
+        );
     }
 
     #[test]

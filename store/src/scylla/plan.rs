@@ -46,6 +46,27 @@ pub(super) enum Mutation {
         doc: String,
         ts: i64,
     },
+    DeleteEndpoint {
+        tenant: String,
+        endpoint: String,
+        ts: i64,
+    },
+    /// `attempted_at` in milliseconds; `attempt` widened to `bigint`.
+    Attempt {
+        tenant: String,
+        endpoint: String,
+        attempted_at: i64,
+        delivery: String,
+        attempt: i64,
+        doc: String,
+        ts: i64,
+    },
+    DeadLetter {
+        tenant: String,
+        delivery: String,
+        task: Vec<u8>,
+        ts: i64,
+    },
     Recipient {
         tenant: String,
         recipient: String,
@@ -123,6 +144,22 @@ impl Mutation {
                 doc,
                 ..
             } => tenant.len() + endpoint.len() + doc.len() + 8,
+            DeleteEndpoint {
+                tenant, endpoint, ..
+            } => tenant.len() + endpoint.len() + 8,
+            Attempt {
+                tenant,
+                endpoint,
+                delivery,
+                doc,
+                ..
+            } => tenant.len() + endpoint.len() + delivery.len() + doc.len() + 24,
+            DeadLetter {
+                tenant,
+                delivery,
+                task,
+                ..
+            } => tenant.len() + delivery.len() + task.len() + 8,
             Recipient {
                 tenant,
                 recipient,
@@ -253,6 +290,34 @@ pub(super) fn plan(
                 tenant: endpoint.tenant_id.as_str().to_owned(),
                 endpoint: endpoint.id.as_str().to_owned(),
             }),
+            ReadModelWrite::EndpointDeleted {
+                tenant_id,
+                endpoint_id,
+                at,
+            } => plan.rows.push(Mutation::DeleteEndpoint {
+                tenant: tenant_id.as_str().to_owned(),
+                endpoint: endpoint_id.as_str().to_owned(),
+                ts: codec::version_timestamp(at),
+            }),
+            ReadModelWrite::Attempt(record) => plan.rows.push(Mutation::Attempt {
+                doc: codec::encode_doc(stamp, &record),
+                tenant: record.tenant_id.as_str().to_owned(),
+                endpoint: record.endpoint_id.as_str().to_owned(),
+                attempted_at: record.attempted_at.timestamp_millis(),
+                delivery: record.delivery_id.as_str().to_owned(),
+                attempt: i64::from(record.attempt),
+                ts: stamp,
+            }),
+            ReadModelWrite::DeadLetter {
+                tenant_id,
+                delivery_id,
+                task,
+            } => plan.rows.push(Mutation::DeadLetter {
+                tenant: tenant_id.as_str().to_owned(),
+                delivery: delivery_id.as_str().to_owned(),
+                task,
+                ts: stamp,
+            }),
             ReadModelWrite::Recipient(recipient) => {
                 let key = (recipient.tenant_id.clone(), recipient.id.clone());
                 let stored = recipients.entry(key).or_default();
@@ -371,8 +436,8 @@ mod tests {
     use super::*;
     use crate::HealthCounts;
     use chrono::{DateTime, Utc};
-    use herald_domain::ids::{ApiKeyId, DeliveryId};
-    use herald_domain::model::{ApiKeyRecord, Contacts, Delivery, Tenant};
+    use herald_domain::ids::{ApiKeyId, DeliveryId, EndpointId};
+    use herald_domain::model::{ApiKeyRecord, AttemptRecord, Contacts, Delivery, Tenant};
     use herald_domain::{Channel, DeliveryStatus};
 
     fn at(ms: i64) -> DateTime<Utc> {
@@ -388,6 +453,7 @@ mod tests {
             id: id.clone(),
             name: name.to_owned(),
             plan: Default::default(),
+            endpoint_failure_threshold: None,
             created_at: at(0),
             updated_at: at(updated_ms),
         }
@@ -473,6 +539,110 @@ mod tests {
                 ts: us(150)
             }]
         );
+    }
+
+    #[test]
+    fn endpoint_deletes_are_timestamped_by_at() {
+        let tenant_id = TenantId::generate();
+        let endpoint_id = EndpointId::generate();
+        let plan = plan_of(vec![ReadModelWrite::EndpointDeleted {
+            tenant_id: tenant_id.clone(),
+            endpoint_id: endpoint_id.clone(),
+            at: at(150),
+        }]);
+        assert_eq!(
+            plan.rows,
+            vec![Mutation::DeleteEndpoint {
+                tenant: tenant_id.as_str().to_owned(),
+                endpoint: endpoint_id.as_str().to_owned(),
+                ts: us(150)
+            }]
+        );
+    }
+
+    #[test]
+    fn attempts_are_keyed_by_time_delivery_and_number() {
+        let record = AttemptRecord {
+            tenant_id: TenantId::generate(),
+            endpoint_id: EndpointId::generate(),
+            delivery_id: DeliveryId::generate(),
+            attempt: 3,
+            message_id: Some("evt_1".to_owned()),
+            event_type: Some("order.paid".to_owned()),
+            outcome: "retriable".to_owned(),
+            status_code: Some(503),
+            error: None,
+            response_excerpt: Some("busy".to_owned()),
+            latency_ms: 12,
+            attempted_at: at(7),
+            next_attempt_at: Some(at(5_007)),
+            consecutive_failures: 2,
+        };
+        let plan = plan_of(vec![
+            ReadModelWrite::Attempt(record.clone()),
+            ReadModelWrite::Attempt(record.clone()),
+        ]);
+        let planned: Vec<_> = plan
+            .rows
+            .iter()
+            .map(|m| match m {
+                Mutation::Attempt {
+                    tenant,
+                    endpoint,
+                    attempted_at,
+                    delivery,
+                    attempt,
+                    doc,
+                    ts,
+                } => {
+                    assert_eq!(
+                        (tenant.as_str(), endpoint.as_str(), delivery.as_str()),
+                        (
+                            record.tenant_id.as_str(),
+                            record.endpoint_id.as_str(),
+                            record.delivery_id.as_str()
+                        )
+                    );
+                    assert_eq!((*attempted_at, *attempt), (at(7).timestamp_millis(), 3));
+                    assert_eq!(
+                        codec::decode_doc::<AttemptRecord>("k", doc).unwrap(),
+                        record
+                    );
+                    *ts
+                }
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert!(
+            planned[1] > planned[0],
+            "a rewrite takes the write clock and wins"
+        );
+    }
+
+    #[test]
+    fn dead_letters_keep_their_bytes() {
+        let tenant_id = TenantId::generate();
+        let delivery_id = DeliveryId::generate();
+        let task = vec![0xc3, 0x01, 0x00, 0xff];
+        let plan = plan_of(vec![ReadModelWrite::DeadLetter {
+            tenant_id: tenant_id.clone(),
+            delivery_id: delivery_id.clone(),
+            task: task.clone(),
+        }]);
+        match &plan.rows[..] {
+            [Mutation::DeadLetter {
+                tenant,
+                delivery,
+                task: written,
+                ..
+            }] => {
+                assert_eq!(
+                    (tenant.as_str(), delivery.as_str(), written),
+                    (tenant_id.as_str(), delivery_id.as_str(), &task)
+                );
+            }
+            other => panic!("unexpected {other:?}"),
+        }
     }
 
     #[test]

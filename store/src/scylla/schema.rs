@@ -67,7 +67,7 @@ mod tests {
     #[test]
     fn the_schema_splits_into_create_if_not_exists_statements() {
         let statements = statements("herald_test", 3);
-        assert_eq!(statements.len(), 13, "{statements:#?}");
+        assert_eq!(statements.len(), 15, "{statements:#?}");
         for statement in &statements {
             let upper = statement.to_ascii_uppercase();
             assert!(
@@ -118,6 +118,8 @@ mod tests {
                 "recipients_by_contact",
                 "deliveries",
                 "deliveries_by_time",
+                "endpoint_attempts",
+                "dead_letters",
                 "health_minutes",
                 "health_days",
                 "claims",
@@ -130,6 +132,32 @@ mod tests {
                 "table `{table}` needs a comment saying what it answers"
             );
         }
+    }
+
+    #[test]
+    fn the_attempt_log_and_dead_letters_expire_after_30_days() {
+        let statements = statements("ks1", 1);
+        let table = |name: &str| {
+            statements
+                .iter()
+                .find(|s| s.starts_with(&format!("CREATE TABLE IF NOT EXISTS ks1.{name} ")))
+                .unwrap_or_else(|| panic!("no table {name}"))
+        };
+        for name in ["endpoint_attempts", "dead_letters"] {
+            assert!(
+                table(name).contains("default_time_to_live = 2592000"),
+                "{name} must keep rows 30 days"
+            );
+        }
+        assert!(table("endpoint_attempts").contains(
+            "WITH CLUSTERING ORDER BY (attempted_at DESC, delivery_id DESC, attempt DESC)"
+        ));
+        // Everything else is kept until it is replaced or deleted.
+        let expiring = statements
+            .iter()
+            .filter(|s| s.contains("default_time_to_live"))
+            .count();
+        assert_eq!(expiring, 2);
     }
 
     #[test]
