@@ -5,27 +5,32 @@
 //! * **router** (`requests`): a send request becomes a delivery task; a business event
 //!   becomes one webhook task per subscribed endpoint. Tasks go to `deliveries`, keyed by
 //!   delivery target, so each target is owned by one dispatcher.
-//! * **deliverer** (`deliveries`): attempts each task through its channel's provider and
-//!   appends what happened (`plan::after_attempt`): the attempt, then success, a retry in a
-//!   tier, or failure plus a dead-letter record, and `delivery.*` announcements.
-//! * **retry tiers** (`retry.<delay>`): every task in a tier waited the same delay, so the
-//!   tier is in due order; the loop waits for the head to come due, then attempts it.
+//! * **deliverer** (`deliveries`, see `deliverer`): one lane per delivery target, so a slow,
+//!   failing or throttled endpoint never holds up another; attempts each task and appends
+//!   what happened (`plan::after_attempt`): the attempt, then success, a retry, or failure
+//!   plus a dead-letter record, and the `delivery.*` / `endpoint.disabled` announcements.
+//! * **retry timers** (`retry.<delay>`, see `timers`): a task waiting for its next attempt
+//!   sits in the tier of its wait, then goes back to `deliveries`, so every attempt at a
+//!   target, first or retry, is made by the one dispatcher that owns the target's partition.
 //!
 //! Every loop appends its results *before* committing its input, so a crash anywhere means
 //! re-processing (at-least-once), never loss; the deterministic ids of `plan` make the
 //! re-processing produce identical records.
 
+mod deliverer;
+mod endpoint_health;
+mod offsets;
 mod plan;
 pub mod providers;
+mod timers;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt as _;
-use herald_domain::ids::TenantId;
-use herald_domain::model::Endpoint;
-use herald_domain::retry::{format_delay, RetrySchedule};
-use herald_domain::webhook::AttemptOutcome;
+use herald_domain::ids::{EndpointId, TenantId};
+use herald_domain::model::{Endpoint, DEFAULT_ENDPOINT_FAILURE_THRESHOLD};
+use herald_domain::retry::{format_delay, tier_delays, RetrySchedule};
+use herald_domain::secret_box::SecretKey;
 use herald_domain::{Channel, DeliveryStatus};
 use herald_log::{ConsumedRecord, Log, LogPosition, OutgoingRecord, StartPosition};
 use herald_schemas::topics::{delivery_target_key, Topics};
@@ -34,7 +39,9 @@ use herald_store::Store;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+pub use endpoint_health::{EndpointHealth, HealthVerdict};
 pub use plan::Outgoing;
+pub use providers::webhook::{signature_headers, SigningSecrets, WebhookSender};
 pub use providers::{AttemptReport, ChannelProvider, GuardedHttp, HttpOptions, Providers};
 
 /// Consumer group names; the group is the unit Kafka balances partitions over.
@@ -43,13 +50,20 @@ pub const DELIVERER_GROUP: &str = "herald-dispatcher";
 
 #[derive(Debug, Clone)]
 pub struct DispatcherConfig {
-    /// Delays between attempts (`HERALD_RETRY_SCHEDULE`).
+    /// Delays between attempts for endpoints without a schedule of their own
+    /// (`HERALD_RETRY_SCHEDULE`).
     pub retry_schedule: RetrySchedule,
     pub http: HttpOptions,
+    /// Opens sealed endpoint secrets (`HERALD_SECRET_KEY`).
+    pub secret_key: Option<SecretKey>,
     /// Records taken from the log per poll.
     pub batch_size: usize,
-    /// Attempts in flight at once per loop.
-    pub max_in_flight: usize,
+    /// Records read but not finished, at most; reading pauses above it.
+    pub max_in_progress: usize,
+    /// Attempts in flight at once per delivery target.
+    pub endpoint_concurrency: usize,
+    /// Tasks queued per delivery target before further ones are parked in a retry tier.
+    pub lane_queue: usize,
 }
 
 impl Default for DispatcherConfig {
@@ -57,8 +71,11 @@ impl Default for DispatcherConfig {
         Self {
             retry_schedule: RetrySchedule::default(),
             http: HttpOptions::default(),
+            secret_key: None,
             batch_size: 512,
-            max_in_flight: 256,
+            max_in_progress: 10_000,
+            endpoint_concurrency: 16,
+            lane_queue: 1_000,
         }
     }
 }
@@ -71,14 +88,17 @@ pub enum DispatchError {
     Panicked(String),
 }
 
-/// The retry tiers of a schedule: each distinct delay and its topic.
-pub fn retry_tiers(topics: &Topics, schedule: &RetrySchedule) -> Vec<(Duration, String)> {
-    schedule
-        .tiers()
+/// The retry tiers: the fixed ladder plus the default schedule's delays, each with its topic.
+pub fn retry_tiers(topics: &Topics, default_schedule: &RetrySchedule) -> Vec<(Duration, String)> {
+    tier_delays(default_schedule)
         .into_iter()
         .map(|delay| (delay, topics.retry_tier(&format_delay(delay))))
         .collect()
 }
+
+/// How long an endpoint or a tenant's endpoint list is cached: a change (a re-enable, a
+/// rotated secret, a new subscription) reaches deliveries within this time.
+const CACHE_TTL: Duration = Duration::from_secs(1);
 
 /// Everything the loops share.
 struct Shared {
@@ -87,7 +107,10 @@ struct Shared {
     topics: Topics,
     config: DispatcherConfig,
     providers: Providers,
+    webhooks: WebhookSender,
     tiers: Vec<(Duration, String)>,
+    endpoint_cache: moka::future::Cache<(TenantId, EndpointId), Option<Endpoint>>,
+    endpoints_cache: moka::future::Cache<TenantId, Arc<Vec<Endpoint>>>,
 }
 
 pub struct Dispatcher {
@@ -101,7 +124,8 @@ impl Dispatcher {
         topics: Topics,
         config: DispatcherConfig,
     ) -> Self {
-        let providers = Providers::new(GuardedHttp::new(config.http.clone()), store.clone());
+        let http = GuardedHttp::new(config.http.clone());
+        let providers = Providers::new(http.clone());
         let tiers = retry_tiers(&topics, &config.retry_schedule);
         Self {
             shared: Arc::new(Shared {
@@ -110,7 +134,16 @@ impl Dispatcher {
                 topics,
                 config,
                 providers,
+                webhooks: WebhookSender::new(http),
                 tiers,
+                endpoint_cache: moka::future::Cache::builder()
+                    .max_capacity(100_000)
+                    .time_to_live(CACHE_TTL)
+                    .build(),
+                endpoints_cache: moka::future::Cache::builder()
+                    .max_capacity(10_000)
+                    .time_to_live(CACHE_TTL)
+                    .build(),
             }),
         }
     }
@@ -119,26 +152,24 @@ impl Dispatcher {
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), DispatchError> {
         let shared = &self.shared;
         let mut loops = JoinSet::new();
-        let spawn = |loops: &mut JoinSet<_>, group: String, topics: Vec<String>, stage: Stage| {
+        {
             let shared = shared.clone();
             let shutdown = shutdown.clone();
-            loops.spawn(async move { consume(shared, group, topics, stage, shutdown).await });
-        };
-        spawn(
-            &mut loops,
-            ROUTER_GROUP.into(),
-            vec![shared.topics.requests.clone()],
-            Stage::Route,
-        );
-        spawn(
-            &mut loops,
-            DELIVERER_GROUP.into(),
-            vec![shared.topics.deliveries.clone()],
-            Stage::Deliver,
-        );
+            let topics = vec![shared.topics.requests.clone()];
+            loops.spawn(
+                async move { route_loop(shared, ROUTER_GROUP.into(), topics, shutdown).await },
+            );
+        }
+        {
+            let shared = shared.clone();
+            let shutdown = shutdown.clone();
+            loops.spawn(async move { deliverer::run(shared, shutdown).await });
+        }
         for (delay, topic) in &shared.tiers {
             let group = format!("{DELIVERER_GROUP}-retry-{}", format_delay(*delay));
-            spawn(&mut loops, group, vec![topic.clone()], Stage::Retry);
+            let (shared, shutdown, topic, delay) =
+                (shared.clone(), shutdown.clone(), topic.clone(), *delay);
+            loops.spawn(async move { timers::run(shared, group, topic, delay, shutdown).await });
         }
         let mut result = Ok(());
         while let Some(joined) = loops.join_next().await {
@@ -161,19 +192,11 @@ impl Dispatcher {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Stage {
-    Route,
-    Deliver,
-    Retry,
-}
-
-/// One consumer loop: poll, handle, append the results, then commit.
-async fn consume(
+/// The router loop: poll, route, append the tasks, then commit.
+async fn route_loop(
     shared: Arc<Shared>,
     group: String,
     topics: Vec<String>,
-    stage: Stage,
     shutdown: CancellationToken,
 ) -> Result<(), DispatchError> {
     let mut consumer = shared
@@ -198,11 +221,7 @@ async fn consume(
             }
         };
         let positions = last_positions(&records);
-        let handled = match stage {
-            Stage::Route => shared.route(records, &shutdown).await,
-            Stage::Deliver => shared.deliver(records, &shutdown).await,
-            Stage::Retry => shared.retry(records, &shutdown).await,
-        };
+        let handled = shared.route(records, &shutdown).await;
         // `None`: shutdown came while waiting; the batch is left uncommitted and re-read.
         let Some(outgoing) = handled else {
             return Ok(());
@@ -251,12 +270,18 @@ async fn pause(shutdown: &CancellationToken, duration: Duration) -> bool {
 }
 
 fn last_positions(records: &[ConsumedRecord]) -> Vec<LogPosition> {
+    let positions: Vec<LogPosition> = records.iter().map(ConsumedRecord::position).collect();
+    last_positions_of(&positions)
+}
+
+/// The highest position per partition: what to commit after processing `positions`.
+fn last_positions_of(positions: &[LogPosition]) -> Vec<LogPosition> {
     let mut last = std::collections::BTreeMap::new();
-    for record in records {
+    for position in positions {
         let entry = last
-            .entry((record.topic.clone(), record.partition))
-            .or_insert(record.offset);
-        *entry = (*entry).max(record.offset);
+            .entry((position.topic.clone(), position.partition))
+            .or_insert(position.offset);
+        *entry = (*entry).max(position.offset);
     }
     last.into_iter()
         .map(|((topic, partition), offset)| LogPosition {
@@ -286,31 +311,23 @@ fn now_ms() -> i64 {
 }
 
 impl Shared {
-    /// A tenant's endpoints. A store failure is retried with backoff, never taken for "no
-    /// endpoints": that would drop the fan-out for good once the batch is committed. `None`
-    /// only when shutting down, which leaves the batch uncommitted to be read again.
+    /// A tenant's endpoints, cached briefly. A store failure is retried with backoff, never
+    /// taken for "no endpoints": that would drop the fan-out for good once the batch is
+    /// committed. `None` only when shutting down, which leaves the work to be done again.
     async fn endpoints(
         &self,
         tenant_id: &str,
         shutdown: &CancellationToken,
-    ) -> Option<Vec<Endpoint>> {
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            match self
-                .store
-                .endpoints(&TenantId::from_trusted(tenant_id))
-                .await
-            {
-                Ok(endpoints) => return Some(endpoints),
-                Err(err) => {
-                    tracing::warn!(tenant_id, error = %err, "could not read endpoints; retrying");
-                    if pause(shutdown, backoff).await {
-                        return None;
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
-                }
-            }
+    ) -> Option<Arc<Vec<Endpoint>>> {
+        let tenant = TenantId::from_trusted(tenant_id);
+        if let Some(cached) = self.endpoints_cache.get(&tenant).await {
+            return Some(cached);
         }
+        let endpoints =
+            retrying(shutdown, "read endpoints", || self.store.endpoints(&tenant)).await?;
+        let endpoints = Arc::new(endpoints);
+        self.endpoints_cache.insert(tenant, endpoints.clone()).await;
+        Some(endpoints)
     }
 
     /// Routing: requests → delivery tasks.
@@ -353,74 +370,56 @@ impl Shared {
         )
     }
 
-    /// Delivery: one attempt per task, concurrently.
-    async fn deliver(
-        self: &Arc<Self>,
-        records: Vec<ConsumedRecord>,
-        shutdown: &CancellationToken,
-    ) -> Option<Vec<OutgoingRecord>> {
-        let tasks: Vec<DeliveryTask> = decode_all(records)
-            .into_iter()
-            .filter_map(as_task)
-            .collect();
-        let done: Vec<Option<Vec<OutgoingRecord>>> = futures::stream::iter(tasks)
-            .map(|task| self.attempt(task, shutdown.clone()))
-            .buffer_unordered(self.config.max_in_flight)
-            .collect()
-            .await;
-        done.into_iter().try_fold(Vec::new(), |mut all, records| {
-            all.extend(records?);
-            Some(all)
-        })
-    }
-
-    /// A retry tier: waits for each task to come due, attempting those already due meanwhile.
-    async fn retry(
-        self: &Arc<Self>,
-        records: Vec<ConsumedRecord>,
-        shutdown: &CancellationToken,
-    ) -> Option<Vec<OutgoingRecord>> {
-        let mut tasks: Vec<DeliveryTask> = decode_all(records)
-            .into_iter()
-            .filter_map(as_task)
-            .collect();
-        tasks.sort_by_key(|task| task.not_before);
-        let mut attempts = JoinSet::new();
-        for task in tasks {
-            let wait = Duration::from_millis((task.not_before - now_ms()).max(0) as u64);
-            if !wait.is_zero() && pause(shutdown, wait).await {
-                attempts.abort_all();
-                return None;
-            }
-            let shared = self.clone();
-            let stop = shutdown.clone();
-            attempts.spawn(async move { shared.attempt(task, stop).await });
-        }
-        let mut outgoing = Vec::new();
-        while let Some(done) = attempts.join_next().await {
-            // A panicking attempt is a bug: fail the loop (and the process) rather than hide it.
-            let records = done.expect("an attempt panicked")?;
-            outgoing.extend(records);
-        }
-        Some(outgoing)
-    }
-
+    /// One attempt at a task, and the endpoint as it was read for it (webhooks). `None`
+    /// only when shutting down. `disabled_at`: when the task's lane disabled the endpoint.
     async fn attempt(
         &self,
-        task: DeliveryTask,
-        shutdown: CancellationToken,
-    ) -> Option<Vec<OutgoingRecord>> {
-        let report = match task
-            .channel
-            .parse::<Channel>()
-            .ok()
-            .and_then(|c| self.providers.get(c))
-        {
-            Some(provider) => provider.deliver(&task).await,
-            None => AttemptReport::refused(
-                AttemptOutcome::Permanent,
-                format!("no provider for channel `{}`", task.channel),
-            ),
+        task: &DeliveryTask,
+        disabled_at: Option<i64>,
+        shutdown: &CancellationToken,
+    ) -> Option<(AttemptReport, Option<Endpoint>)> {
+        let Ok(channel) = task.channel.parse::<Channel>() else {
+            let error = format!("unknown channel `{}`", task.channel);
+            return Some((AttemptReport::skipped(error), None));
+        };
+        if channel != Channel::Webhook {
+            let report = match self.providers.get(channel) {
+                Some(provider) => provider.deliver(task).await,
+                None => AttemptReport::skipped(format!("no provider for channel `{channel}`")),
+            };
+            return Some((report, None));
+        }
+        let Some(endpoint_id) = &task.endpoint_id else {
+            return Some((
+                AttemptReport::skipped("webhook task without an endpoint"),
+                None,
+            ));
+        };
+        let tenant = TenantId::from_trusted(&task.tenant_id);
+        let endpoint = self
+            .endpoint(&tenant, &EndpointId::from_trusted(endpoint_id), shutdown)
+            .await?;
+        let Some(endpoint) = endpoint else {
+            return Some((AttemptReport::skipped("the endpoint was deleted"), None));
+        };
+        // Disabled in the store, or by this dispatcher and not re-enabled since.
+        let re_enabled_since = |at: i64| endpoint.updated_at.timestamp_millis() > at;
+        if !endpoint.is_active || disabled_at.is_some_and(|at| !re_enabled_since(at)) {
+            let report = AttemptReport::skipped("the endpoint is disabled");
+            return Some((report, Some(endpoint)));
+        }
+        let report = match SigningSecrets::of(
+            &endpoint,
+            self.config.secret_key.as_ref(),
+            chrono::Utc::now(),
+        ) {
+            Ok(secrets) => self.webhooks.deliver(task, &endpoint, &secrets).await,
+            Err(err) => {
+                tracing::error!(endpoint_id = %endpoint.id, error = err, "cannot open an endpoint's signing secret");
+                AttemptReport::skipped(format!(
+                    "the endpoint's signing secret cannot be opened ({err}); check HERALD_SECRET_KEY"
+                ))
+            }
         };
         tracing::debug!(
             delivery_id = task.delivery_id,
@@ -428,19 +427,58 @@ impl Shared {
             outcome = report.outcome.as_str(),
             "attempted"
         );
-        let endpoints = if task.channel == Channel::Webhook.as_str() {
-            Vec::new()
-        } else {
-            self.endpoints(&task.tenant_id, &shutdown).await?
+        Some((report, Some(endpoint)))
+    }
+
+    /// An endpoint, cached briefly; store failures are retried. `None` when shutting down.
+    async fn endpoint(
+        &self,
+        tenant: &TenantId,
+        id: &EndpointId,
+        shutdown: &CancellationToken,
+    ) -> Option<Option<Endpoint>> {
+        let key = (tenant.clone(), id.clone());
+        if let Some(cached) = self.endpoint_cache.get(&key).await {
+            return Some(cached);
+        }
+        let endpoint = retrying(shutdown, "read an endpoint", || {
+            self.store.endpoint(tenant, id)
+        })
+        .await?;
+        self.endpoint_cache.insert(key, endpoint.clone()).await;
+        Some(endpoint)
+    }
+
+    /// The health of an endpoint as its lane starts: the failure count of its last attempt,
+    /// unless the endpoint was changed since (re-enabled, or fixed), and its tenant's
+    /// threshold. `None` when shutting down.
+    async fn endpoint_health(
+        &self,
+        tenant: &TenantId,
+        id: &EndpointId,
+        shutdown: &CancellationToken,
+    ) -> Option<(EndpointHealth, Option<Endpoint>)> {
+        let endpoint = self.endpoint(tenant, id, shutdown).await?;
+        let threshold = retrying(shutdown, "read a tenant", || self.store.tenant(tenant))
+            .await?
+            .map_or(DEFAULT_ENDPOINT_FAILURE_THRESHOLD, |t| {
+                t.endpoint_failure_threshold()
+            });
+        let last = retrying(shutdown, "read an attempt log", || {
+            self.store.attempts(tenant, id, None, 1)
+        })
+        .await?;
+        let failures = match (last.first(), &endpoint) {
+            (Some(last), Some(endpoint)) if endpoint.updated_at <= last.attempted_at => {
+                last.consecutive_failures
+            }
+            _ => 0,
         };
-        let planned = plan::after_attempt(
-            &task,
-            &report,
-            &self.config.retry_schedule,
-            now_ms(),
-            &endpoints,
-        );
-        Some(planned.into_iter().map(|out| self.to_record(out)).collect())
+        let mut health = EndpointHealth::new(failures, threshold);
+        if let Some(endpoint) = &endpoint {
+            health.observe(endpoint);
+        }
+        Some((health, endpoint))
     }
 
     /// Where an outgoing record goes in the log.
@@ -470,28 +508,32 @@ impl Shared {
         }
     }
 
-    /// The tier a retry waits in: the longest tier not longer than the delay (the task's
-    /// `not_before` keeps the exact time), or the shortest tier.
+    /// The tier a wait starts in: the longest tier not longer than the wait (the task's
+    /// `not_before` keeps the exact time; `timers` hops it down the ladder).
     fn tier_for(&self, delay: Duration) -> String {
-        self.tiers
-            .iter()
-            .rev()
-            .find(|(tier, _)| *tier <= delay)
-            .or(self.tiers.first())
-            .map(|(_, topic)| topic.clone())
-            .expect("a retry is only planned when the schedule has delays")
+        let delays: Vec<Duration> = self.tiers.iter().map(|(delay, _)| *delay).collect();
+        let tier = herald_domain::retry::tier_for(&delays, delay);
+        self.topics.retry_tier(&format_delay(tier))
     }
 }
 
-fn as_task(event: HeraldEvent) -> Option<DeliveryTask> {
-    match event {
-        HeraldEvent::DeliveryTask(task) => Some(task),
-        other => {
-            tracing::warn!(
-                record = other.name(),
-                "unexpected record on a delivery topic"
-            );
-            None
+/// Runs a store read until it succeeds, backing off; `None` if shut down first.
+async fn retrying<T, F, Fut>(shutdown: &CancellationToken, what: &str, mut read: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = herald_store::Result<T>>,
+{
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match read().await {
+            Ok(value) => return Some(value),
+            Err(err) => {
+                tracing::warn!(error = %err, "could not {what}; retrying");
+                if pause(shutdown, backoff).await {
+                    return None;
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
         }
     }
 }
@@ -506,10 +548,7 @@ mod tests {
 
     #[test]
     fn every_deliverable_channel_has_a_provider() {
-        let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> =
-            Arc::new(herald_store::embedded::EmbeddedStore::open(dir.path()).unwrap());
-        let providers = Providers::new(GuardedHttp::new(HttpOptions::default()), store);
+        let providers = Providers::new(GuardedHttp::new(HttpOptions::default()));
         for channel in herald_domain::routing::DELIVERABLE {
             assert!(
                 providers.get(channel).is_some(),
@@ -519,13 +558,24 @@ mod tests {
     }
 
     #[test]
-    fn retries_wait_in_the_matching_tier() {
+    fn the_tiers_are_the_ladder_plus_the_default_schedule() {
         let topics = Topics::default();
-        let tiers = retry_tiers(&topics, &"5s,5m,5m,2h".parse().unwrap());
+        let tiers = retry_tiers(&topics, &"50ms,5s,5m,5m,2h".parse().unwrap());
         let names: Vec<&str> = tiers.iter().map(|(_, t)| t.as_str()).collect();
         assert_eq!(
             names,
-            ["herald.retry.5s", "herald.retry.5m", "herald.retry.2h"]
+            [
+                "herald.retry.50ms",
+                "herald.retry.1s",
+                "herald.retry.5s",
+                "herald.retry.30s",
+                "herald.retry.2m",
+                "herald.retry.5m",
+                "herald.retry.10m",
+                "herald.retry.1h",
+                "herald.retry.2h",
+                "herald.retry.5h"
+            ]
         );
     }
 }

@@ -16,9 +16,10 @@ use herald_domain::webhook::{delivery_event_type, AttemptOutcome, WebhookPayload
 use herald_domain::{time_from_millis, Channel, DeliveryStatus};
 use herald_schemas::{
     BusinessEventReceived, DeliveryAttempted, DeliveryFailed, DeliverySucceeded, DeliveryTask,
-    HeraldEvent, SendRequested,
+    EndpointDisabled, HeraldEvent, SendRequested,
 };
 
+use crate::endpoint_health::HealthVerdict;
 use crate::providers::AttemptReport;
 
 /// Something to append, and where.
@@ -157,36 +158,75 @@ pub fn status_fanout(
     )
 }
 
+/// What an attempt's planning needs besides the task and the report.
+pub struct AttemptContext<'a> {
+    /// The endpoint's own schedule, or the server's default.
+    pub schedule: &'a RetrySchedule,
+    pub now_ms: i64,
+    /// The tenant's endpoints, for the `delivery.*` and `endpoint.disabled` announcements.
+    pub endpoints: &'a [Endpoint],
+    /// What the attempt did to the endpoint's health (see `endpoint_health`).
+    pub verdict: &'a HealthVerdict,
+}
+
 /// What follows one attempt of `task`: the attempt record, then either success, a retry
-/// after the schedule's delay, or failure (with the task dead-lettered).
+/// after the schedule's delay (with jitter, honouring `Retry-After`), or failure (with the
+/// task dead-lettered). An attempt that disabled its endpoint fails the delivery and
+/// announces `endpoint.disabled`; a skipped attempt fails it without an attempt on record.
 pub fn after_attempt(
     task: &DeliveryTask,
     report: &AttemptReport,
-    schedule: &RetrySchedule,
-    now_ms: i64,
-    endpoints: &[Endpoint],
+    ctx: &AttemptContext<'_>,
 ) -> Vec<Outgoing> {
     let attempt = task.attempt.max(1);
+    let now_ms = ctx.now_ms;
+    let disabled = matches!(ctx.verdict, HealthVerdict::Disabled { .. });
     let retry_delay = match report.outcome {
-        AttemptOutcome::Retriable => schedule.delay_after_attempt(attempt as u32),
+        AttemptOutcome::Retriable if !disabled && !report.skipped => {
+            ctx.schedule
+                .next_wait(attempt as u32, &task.delivery_id, report.retry_after)
+        }
         _ => None,
     };
-    let mut out = vec![Outgoing::Event(HeraldEvent::DeliveryAttempted(
-        DeliveryAttempted {
-            tenant_id: task.tenant_id.clone(),
-            delivery_id: task.delivery_id.clone(),
-            channel: task.channel.clone(),
-            endpoint_id: task.endpoint_id.clone(),
-            attempt,
-            outcome: report.outcome.as_str().to_owned(),
-            status_code: report.status_code.map(i32::from),
-            error: report.error.clone(),
-            response_excerpt: report.response_excerpt.clone(),
-            latency_ms: report.latency.as_millis().min(i64::MAX as u128) as i64,
-            attempted_at: now_ms,
-            next_attempt_at: retry_delay.map(|delay| now_ms + delay.as_millis() as i64),
-        },
-    ))];
+    let mut out = Vec::new();
+    if !report.skipped {
+        out.push(Outgoing::Event(HeraldEvent::DeliveryAttempted(
+            DeliveryAttempted {
+                tenant_id: task.tenant_id.clone(),
+                delivery_id: task.delivery_id.clone(),
+                channel: task.channel.clone(),
+                endpoint_id: task.endpoint_id.clone(),
+                attempt,
+                outcome: report.outcome.as_str().to_owned(),
+                status_code: report.status_code.map(i32::from),
+                error: report.error.clone(),
+                response_excerpt: report.response_excerpt.clone(),
+                latency_ms: report.latency.as_millis().min(i64::MAX as u128) as i64,
+                attempted_at: now_ms,
+                next_attempt_at: retry_delay.map(|delay| now_ms + delay.as_millis() as i64),
+                message_id: Some(task.message_id.clone()),
+                event_type: task.event_type.clone(),
+                consecutive_failures: ctx
+                    .verdict
+                    .consecutive_failures()
+                    .map(|n| i32::try_from(n).unwrap_or(i32::MAX)),
+            },
+        )));
+    }
+    if let HealthVerdict::Disabled {
+        consecutive_failures,
+        reason,
+    } = ctx.verdict
+    {
+        out.extend(endpoint_disabled(
+            task,
+            *consecutive_failures,
+            reason,
+            now_ms,
+            ctx.endpoints,
+        ));
+    }
+    let attempts = if report.skipped { attempt - 1 } else { attempt };
     match (report.outcome, retry_delay) {
         (AttemptOutcome::Success, _) => {
             out.push(Outgoing::Event(HeraldEvent::DeliverySucceeded(
@@ -207,7 +247,7 @@ pub fn after_attempt(
                 attempt,
                 None,
                 now_ms,
-                endpoints,
+                ctx.endpoints,
             );
             out.extend(
                 fanout
@@ -224,12 +264,15 @@ pub fn after_attempt(
             out.push(Outgoing::Retry { task: next, delay });
         }
         (outcome, None) => {
-            let reason = match (outcome, &report.error) {
-                (AttemptOutcome::Retriable, Some(error)) => {
+            let reason = match (outcome, &report.error, ctx.verdict) {
+                (_, _, HealthVerdict::Disabled { reason, .. }) => {
+                    format!("the endpoint was disabled: {reason}")
+                }
+                (AttemptOutcome::Retriable, Some(error), _) => {
                     format!("gave up after {attempt} attempts: {error}")
                 }
-                (_, Some(error)) => error.clone(),
-                (_, None) => "delivery failed".to_owned(),
+                (_, Some(error), _) => error.clone(),
+                (_, None, _) => "delivery failed".to_owned(),
             };
             out.push(Outgoing::Event(HeraldEvent::DeliveryFailed(
                 DeliveryFailed {
@@ -237,7 +280,7 @@ pub fn after_attempt(
                     delivery_id: task.delivery_id.clone(),
                     channel: task.channel.clone(),
                     endpoint_id: task.endpoint_id.clone(),
-                    attempts: attempt,
+                    attempts,
                     reason: reason.clone(),
                     failed_at: now_ms,
                 },
@@ -246,10 +289,10 @@ pub fn after_attempt(
             let fanout = status_fanout(
                 task,
                 DeliveryStatus::Failed,
-                attempt,
+                attempts,
                 Some(&reason),
                 now_ms,
-                endpoints,
+                ctx.endpoints,
             );
             out.extend(
                 fanout
@@ -260,6 +303,61 @@ pub fn after_attempt(
     }
     out
 }
+
+/// The record of an endpoint being disabled, and its `endpoint.disabled` announcement to
+/// the tenant's other subscribed endpoints (never to the disabled one itself).
+fn endpoint_disabled(
+    task: &DeliveryTask,
+    consecutive_failures: u32,
+    reason: &str,
+    now_ms: i64,
+    endpoints: &[Endpoint],
+) -> Vec<Outgoing> {
+    let Some(endpoint_id) = &task.endpoint_id else {
+        return Vec::new();
+    };
+    let mut out = vec![Outgoing::Event(HeraldEvent::EndpointDisabled(
+        EndpointDisabled {
+            tenant_id: task.tenant_id.clone(),
+            endpoint_id: endpoint_id.clone(),
+            reason: reason.to_owned(),
+            consecutive_failures: i32::try_from(consecutive_failures).unwrap_or(i32::MAX),
+            disabled_at: now_ms,
+        },
+    ))];
+    let event_id = EventId::derive(
+        now_ms,
+        format!("{endpoint_id}/disabled/{now_ms}").as_bytes(),
+    )
+    .to_string();
+    let data = serde_json::json!({
+        "endpoint_id": endpoint_id,
+        "url": task.destination,
+        "reason": reason,
+        "consecutive_failures": consecutive_failures,
+    });
+    let others: Vec<Endpoint> = endpoints
+        .iter()
+        .filter(|e| e.id.as_str() != endpoint_id)
+        .cloned()
+        .collect();
+    out.extend(
+        webhook_fanout(
+            &task.tenant_id,
+            &event_id,
+            ENDPOINT_DISABLED_EVENT,
+            &data,
+            now_ms,
+            &others,
+        )
+        .into_iter()
+        .map(|t| Outgoing::Event(HeraldEvent::DeliveryTask(t))),
+    );
+    out
+}
+
+/// The event type announcing that an endpoint was disabled.
+pub const ENDPOINT_DISABLED_EVENT: &str = "endpoint.disabled";
 
 #[cfg(test)]
 mod tests {
@@ -278,6 +376,10 @@ mod tests {
             events: events.iter().map(|s| s.to_string()).collect(),
             signature_scheme: SignatureScheme::Standard,
             secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
+            previous_secret: None,
+            previous_secret_expires_at: None,
+            retry_schedule: None,
+            rate_limit_per_second: None,
             is_active: active,
             disabled_reason: None,
             created_at: Utc::now(),
@@ -304,6 +406,17 @@ mod tests {
         }
     }
 
+    fn webhook_task(attempt: i32) -> DeliveryTask {
+        DeliveryTask {
+            channel: "webhook".into(),
+            endpoint_id: Some("ep_1".into()),
+            recipient_id: None,
+            message_id: "evt_1".into(),
+            event_type: Some("order.shipped".into()),
+            ..slack_task(attempt)
+        }
+    }
+
     fn report(outcome: AttemptOutcome) -> AttemptReport {
         AttemptReport {
             outcome,
@@ -312,7 +425,46 @@ mod tests {
             response_excerpt: None,
             external_id: None,
             latency: Duration::from_millis(5),
+            retry_after: None,
+            skipped: false,
         }
+    }
+
+    fn plan(
+        task: &DeliveryTask,
+        report: &AttemptReport,
+        schedule: &RetrySchedule,
+        now_ms: i64,
+        endpoints: &[Endpoint],
+    ) -> Vec<Outgoing> {
+        plan_with(
+            task,
+            report,
+            schedule,
+            now_ms,
+            endpoints,
+            &HealthVerdict::Untracked,
+        )
+    }
+
+    fn plan_with(
+        task: &DeliveryTask,
+        report: &AttemptReport,
+        schedule: &RetrySchedule,
+        now_ms: i64,
+        endpoints: &[Endpoint],
+        verdict: &HealthVerdict,
+    ) -> Vec<Outgoing> {
+        after_attempt(
+            task,
+            report,
+            &AttemptContext {
+                schedule,
+                now_ms,
+                endpoints,
+                verdict,
+            },
+        )
     }
 
     fn kinds(out: &[Outgoing]) -> Vec<String> {
@@ -390,26 +542,159 @@ mod tests {
     #[test]
     fn retriable_failure_goes_to_the_next_tier() {
         let schedule: RetrySchedule = "5s,5m".parse().unwrap();
-        let out = after_attempt(
+        let out = plan(
             &slack_task(1),
             &report(AttemptOutcome::Retriable),
             &schedule,
             10_000,
             &[],
         );
-        assert_eq!(kinds(&out), ["DeliveryAttempted", "retry 5s"]);
-        let Outgoing::Retry { task, .. } = &out[1] else {
+        let Outgoing::Retry { task, delay } = &out[1] else {
             unreachable!()
         };
-        assert_eq!((task.attempt, task.not_before), (2, 15_000));
+        // 5 s with at most 10 % jitter, the same every time it is planned.
+        assert!(*delay >= Duration::from_millis(4_500) && *delay < Duration::from_millis(5_500));
+        assert_eq!(task.attempt, 2);
+        assert_eq!(task.not_before, 10_000 + delay.as_millis() as i64);
         assert_eq!(task.message_id, "dlv_1");
+        assert_eq!(
+            out,
+            plan(
+                &slack_task(1),
+                &report(AttemptOutcome::Retriable),
+                &schedule,
+                10_000,
+                &[],
+            )
+        );
+    }
+
+    /// Schedule timing with a controlled clock: the seeds' schedules, attempt by attempt.
+    #[test]
+    fn each_retry_waits_its_scheduled_delay() {
+        for (text, expected) in [
+            ("30s,2m,10m", vec![30, 120, 600]),
+            ("5m,30m,2h,5h,10h", vec![300, 1_800, 7_200, 18_000, 36_000]),
+        ] {
+            let schedule: RetrySchedule = text.parse().unwrap();
+            let mut task = webhook_task(1);
+            let mut now = 1_000_000;
+            for expected_secs in &expected {
+                let out = plan(
+                    &task,
+                    &report(AttemptOutcome::Retriable),
+                    &schedule,
+                    now,
+                    &[],
+                );
+                let Some(Outgoing::Retry { task: next, delay }) = out.last() else {
+                    panic!("{text}: attempt {} should retry: {out:?}", task.attempt)
+                };
+                let expected = Duration::from_secs(*expected_secs);
+                assert!(
+                    delay.as_secs_f64() >= expected.as_secs_f64() * 0.9
+                        && delay.as_secs_f64() < expected.as_secs_f64() * 1.1,
+                    "{text}: attempt {}: {delay:?} is not {expected:?} ± 10 %",
+                    task.attempt
+                );
+                now = next.not_before;
+                task = next.clone();
+            }
+            let out = plan(
+                &task,
+                &report(AttemptOutcome::Retriable),
+                &schedule,
+                now,
+                &[],
+            );
+            assert_eq!(
+                kinds(&out),
+                ["DeliveryAttempted", "DeliveryFailed", "dead-letter"],
+                "{text}: after {} attempts the schedule is exhausted",
+                expected.len() + 1
+            );
+        }
+    }
+
+    #[test]
+    fn retry_after_postpones_the_retry() {
+        let schedule: RetrySchedule = "5s".parse().unwrap();
+        let limited = AttemptReport {
+            status_code: Some(429),
+            retry_after: Some(Duration::from_secs(120)),
+            ..report(AttemptOutcome::Retriable)
+        };
+        let out = plan(&webhook_task(1), &limited, &schedule, 0, &[]);
+        let Some(Outgoing::Retry { task, delay }) = out.last() else {
+            unreachable!()
+        };
+        assert_eq!(*delay, Duration::from_secs(120));
+        assert_eq!(task.not_before, 120_000);
+    }
+
+    #[test]
+    fn disabling_fails_the_delivery_and_tells_the_other_endpoints() {
+        let watcher = endpoint(&["endpoint.*"], true);
+        let failing = endpoint(&[], true);
+        let task = DeliveryTask {
+            endpoint_id: Some(failing.id.to_string()),
+            ..webhook_task(4)
+        };
+        let verdict = HealthVerdict::Disabled {
+            consecutive_failures: 10,
+            reason: "10 consecutive failed attempts".into(),
+        };
+        let out = plan_with(
+            &task,
+            &report(AttemptOutcome::Retriable),
+            &RetrySchedule::default(),
+            5_000,
+            &[watcher.clone(), failing.clone()],
+            &verdict,
+        );
+        assert_eq!(
+            kinds(&out),
+            [
+                "DeliveryAttempted",
+                "EndpointDisabled",
+                "DeliveryTask",
+                "DeliveryFailed",
+                "dead-letter"
+            ]
+        );
+        let Outgoing::Event(HeraldEvent::DeliveryTask(notice)) = &out[2] else {
+            unreachable!()
+        };
+        assert_eq!(notice.endpoint_id.as_deref(), Some(watcher.id.as_str()));
+        assert_eq!(notice.event_type.as_deref(), Some(ENDPOINT_DISABLED_EVENT));
+        let Outgoing::Event(HeraldEvent::DeliveryAttempted(attempted)) = &out[0] else {
+            unreachable!()
+        };
+        assert_eq!(attempted.consecutive_failures, Some(10));
+        assert_eq!(attempted.next_attempt_at, None);
+    }
+
+    #[test]
+    fn a_skipped_attempt_fails_without_an_attempt_on_record() {
+        let out = plan(
+            &webhook_task(3),
+            &AttemptReport::skipped("the endpoint is disabled"),
+            &RetrySchedule::default(),
+            0,
+            &[],
+        );
+        assert_eq!(kinds(&out), ["DeliveryFailed", "dead-letter"]);
+        let Outgoing::Event(HeraldEvent::DeliveryFailed(failed)) = &out[0] else {
+            unreachable!()
+        };
+        assert_eq!(failed.attempts, 2, "attempt 3 was never made");
     }
 
     #[test]
     fn exhausted_schedule_fails_and_dead_letters() {
         let schedule: RetrySchedule = "5s,5m".parse().unwrap();
         let subscriber = [endpoint(&["delivery.*"], true)];
-        let out = after_attempt(
+        let out = plan(
             &slack_task(3),
             &report(AttemptOutcome::Retriable),
             &schedule,
@@ -434,7 +719,7 @@ mod tests {
     #[test]
     fn permanent_failure_does_not_retry() {
         let schedule = RetrySchedule::default();
-        let out = after_attempt(
+        let out = plan(
             &slack_task(1),
             &report(AttemptOutcome::Permanent),
             &schedule,
@@ -457,8 +742,10 @@ mod tests {
             response_excerpt: None,
             external_id: None,
             latency: Duration::ZERO,
+            retry_after: None,
+            skipped: false,
         };
-        let out = after_attempt(
+        let out = plan(
             &slack_task(1),
             &ok,
             &RetrySchedule::default(),
@@ -473,7 +760,7 @@ mod tests {
             channel: "webhook".into(),
             ..slack_task(1)
         };
-        let out = after_attempt(
+        let out = plan(
             &webhook_task,
             &ok,
             &RetrySchedule::default(),

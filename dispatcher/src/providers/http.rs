@@ -39,6 +39,8 @@ impl Default for HttpOptions {
 pub struct HttpAnswer {
     pub status: u16,
     pub excerpt: String,
+    /// The receiver's `Retry-After`, in seconds or as an HTTP date.
+    pub retry_after: Option<Duration>,
 }
 
 /// Why a POST got no answer.
@@ -64,7 +66,7 @@ impl GuardedHttp {
     pub fn new(options: HttpOptions) -> Self {
         let client = reqwest::Client::builder()
             .dns_resolver(Arc::new(GuardedResolver {
-                policy: options.policy,
+                policy: options.policy.clone(),
             }))
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
@@ -98,8 +100,17 @@ impl GuardedHttp {
             .await
             .map_err(|err| self.describe(err))?;
         let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| parse_retry_after(value, chrono::Utc::now()));
         let excerpt = read_excerpt(response).await;
-        Ok(HttpAnswer { status, excerpt })
+        Ok(HttpAnswer {
+            status,
+            excerpt,
+            retry_after,
+        })
     }
 
     fn describe(&self, err: reqwest::Error) -> HttpFailure {
@@ -122,6 +133,21 @@ impl GuardedHttp {
     }
 }
 
+/// `Retry-After` is either delay-seconds or an HTTP date (RFC 9110, 10.2.3); a date in the
+/// past means "now".
+fn parse_retry_after(value: &str, now: chrono::DateTime<chrono::Utc>) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    Some(
+        (at.with_timezone(&chrono::Utc) - now)
+            .to_std()
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
 async fn read_excerpt(mut response: reqwest::Response) -> String {
     let mut bytes = Vec::new();
     while bytes.len() < EXCERPT_BYTES {
@@ -141,7 +167,7 @@ struct GuardedResolver {
 
 impl Resolve for GuardedResolver {
     fn resolve(&self, name: Name) -> Resolving {
-        let policy = self.policy;
+        let policy = self.policy.clone();
         Box::pin(async move {
             let host = name.as_str().to_owned();
             let resolved: Vec<SocketAddr> =
@@ -169,9 +195,7 @@ mod tests {
 
     fn strict() -> GuardedHttp {
         GuardedHttp::new(HttpOptions {
-            policy: TargetPolicy {
-                allow_private: false,
-            },
+            policy: TargetPolicy::default(),
             timeout: Duration::from_secs(2),
         })
     }
@@ -190,6 +214,26 @@ mod tests {
                 .unwrap_err();
             assert!(matches!(err, HttpFailure::Refused(_)), "{url}: {err:?}");
         }
+    }
+
+    #[test]
+    fn retry_after_in_seconds_or_as_a_date() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        assert_eq!(
+            parse_retry_after("120", now),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            parse_retry_after("Thu, 01 Jan 2026 00:01:30 GMT", now),
+            Some(Duration::from_secs(90))
+        );
+        assert_eq!(
+            parse_retry_after("Wed, 31 Dec 2025 00:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
     }
 
     #[tokio::test]

@@ -7,17 +7,15 @@
 mod discord;
 mod http;
 mod slack;
-mod webhook;
+pub mod webhook;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use herald_domain::webhook::AttemptOutcome;
 use herald_domain::Channel;
 use herald_schemas::DeliveryTask;
-use herald_store::Store;
 
 pub use self::http::{GuardedHttp, HttpOptions};
 
@@ -33,10 +31,16 @@ pub struct AttemptReport {
     /// The provider's id for the message.
     pub external_id: Option<String>,
     pub latency: Duration,
+    /// The receiver's `Retry-After`, when it sent one.
+    pub retry_after: Option<Duration>,
+    /// No request was made, because there was nothing to send to (a disabled or deleted
+    /// endpoint, an unreadable secret): the delivery fails without an attempt on record and
+    /// without counting against the endpoint.
+    pub skipped: bool,
 }
 
 impl AttemptReport {
-    /// A failure before any request was made (bad configuration, disabled endpoint...).
+    /// A failure of the attempt itself before any answer came (a refused target, ...).
     pub fn refused(outcome: AttemptOutcome, error: impl Into<String>) -> Self {
         Self {
             outcome,
@@ -45,6 +49,16 @@ impl AttemptReport {
             response_excerpt: None,
             external_id: None,
             latency: Duration::ZERO,
+            retry_after: None,
+            skipped: false,
+        }
+    }
+
+    /// No attempt: the delivery fails for good with `reason` (see [`AttemptReport::skipped`]).
+    pub fn skipped(reason: impl Into<String>) -> Self {
+        Self {
+            skipped: true,
+            ..Self::refused(AttemptOutcome::Permanent, reason)
         }
     }
 }
@@ -54,14 +68,15 @@ pub trait ChannelProvider: Send + Sync {
     async fn deliver(&self, task: &DeliveryTask) -> AttemptReport;
 }
 
-/// The providers of every deliverable channel.
+/// The providers of every deliverable channel. Webhooks are not among them: they need the
+/// endpoint resolved first (see [`webhook::WebhookSender`]).
 pub struct Providers {
     by_channel: BTreeMap<Channel, Box<dyn ChannelProvider>>,
 }
 
 impl Providers {
-    /// One provider per channel in [`herald_domain::routing::DELIVERABLE`], plus webhooks.
-    pub fn new(http: GuardedHttp, store: Arc<dyn Store>) -> Self {
+    /// One provider per channel in [`herald_domain::routing::DELIVERABLE`].
+    pub fn new(http: GuardedHttp) -> Self {
         let mut by_channel: BTreeMap<Channel, Box<dyn ChannelProvider>> = BTreeMap::new();
         by_channel.insert(
             Channel::Slack,
@@ -69,11 +84,7 @@ impl Providers {
         );
         by_channel.insert(
             Channel::Discord,
-            Box::new(discord::DiscordProvider::new(http.clone())),
-        );
-        by_channel.insert(
-            Channel::Webhook,
-            Box::new(webhook::WebhookProvider::new(http, store)),
+            Box::new(discord::DiscordProvider::new(http)),
         );
         Self { by_channel }
     }
@@ -128,6 +139,8 @@ fn report_from_answer(
                 response_excerpt: (!answer.excerpt.is_empty()).then_some(answer.excerpt),
                 external_id: None,
                 latency,
+                retry_after: answer.retry_after,
+                skipped: false,
             }
         }
         Err(failure) => {
