@@ -44,6 +44,15 @@ pub struct Config {
     pub admin_token: Option<String>,
     /// `HERALD_ALLOW_PRIVATE_TARGETS`: let deliveries reach loopback and private addresses.
     pub allow_private_targets: bool,
+    /// `HERALD_ALLOWED_TARGET_CIDRS`: networks deliveries may reach although they are not
+    /// public, comma-separated (`10.1.0.0/16,192.168.5.7`), for development.
+    pub allowed_target_cidrs: String,
+    /// `HERALD_SECRET_KEY`: base64 of 32 random bytes (`openssl rand -base64 32`); endpoint
+    /// signing secrets are encrypted with it in the log and the store. Unset: stored in clear.
+    #[serde(default)]
+    pub secret_key: Option<SecretText>,
+    /// `HERALD_ENDPOINT_CONCURRENCY`: attempts in flight at once per delivery target.
+    pub endpoint_concurrency: usize,
     /// `HERALD_RETRY_SCHEDULE`: delays between attempts, e.g. `5s,5m,30m,2h,5h,10h,10h`.
     pub retry_schedule: RetrySchedule,
     /// `HERALD_LOG`: `embedded` (default) or `kafka`.
@@ -95,6 +104,9 @@ impl Default for Config {
             data_dir: PathBuf::from("./herald-data"),
             admin_token: None,
             allow_private_targets: false,
+            allowed_target_cidrs: String::new(),
+            secret_key: None,
+            endpoint_concurrency: 16,
             retry_schedule: RetrySchedule::default(),
             log: LogBackend::Embedded,
             store: StoreBackend::Embedded,
@@ -131,6 +143,17 @@ impl Config {
             !matches!(key.as_str(), "config" | "log_level") && !key.starts_with("test_")
         });
         figment.merge(env).extract().map_err(Box::new)
+    }
+}
+
+/// A setting that is a secret: never shown by `Debug`, so never in a log line.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SecretText(pub String);
+
+impl std::fmt::Debug for SecretText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretText(..)")
     }
 }
 
@@ -240,6 +263,20 @@ mod tests {
             assert_eq!(config.delivery_timeout, Duration::from_secs(3));
             assert_eq!(config.kafka_properties["session.timeout.ms"], "6000");
             assert_eq!(config.kafka_properties.len(), 2);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_secret_key_never_shows_in_debug_output() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env(
+                "HERALD_SECRET_KEY",
+                "c2VjcmV0LWtleS1ieXRlcy0xMjM0NTY3ODkwMTIzNA==",
+            );
+            let config = Config::load(None).map_err(|e| *e)?;
+            assert!(config.secret_key.is_some());
+            assert!(!format!("{config:?}").contains("c2VjcmV0"));
             Ok(())
         });
     }

@@ -13,6 +13,7 @@ use anyhow::Context as _;
 use axum::Router;
 use herald_dispatcher::{retry_tiers, Dispatcher, DispatcherConfig, HttpOptions, DELIVERER_GROUP};
 use herald_domain::retry::format_delay;
+use herald_domain::secret_box::SecretKey;
 use herald_domain::target::TargetPolicy;
 use herald_http::auth::{AdminToken, Authenticator};
 use herald_ingest::IngestState;
@@ -225,10 +226,31 @@ impl Server {
         let mut tasks = JoinSet::new();
         let policy = TargetPolicy {
             allow_private: config.allow_private_targets,
+            allowed_cidrs: TargetPolicy::parse_cidrs(&config.allowed_target_cidrs)
+                .map_err(|err| anyhow::anyhow!("HERALD_ALLOWED_TARGET_CIDRS: {err}"))?,
         };
         if config.allow_private_targets {
             tracing::warn!("HERALD_ALLOW_PRIVATE_TARGETS=true: deliveries may reach loopback and private addresses");
+        } else if !policy.allowed_cidrs.is_empty() {
+            tracing::warn!(
+                cidrs = config.allowed_target_cidrs,
+                "deliveries may reach these non-public networks"
+            );
         }
+        let secret_key = match &config.secret_key {
+            Some(text) => Some(
+                SecretKey::from_base64(&text.0)
+                    .map_err(|err| anyhow::anyhow!("HERALD_SECRET_KEY: {err}"))?,
+            ),
+            None => {
+                if roles.ingest {
+                    tracing::warn!(
+                        "HERALD_SECRET_KEY is not set: webhook signing secrets are stored in clear"
+                    );
+                }
+                None
+            }
+        };
 
         // Every role process serves HTTP: its routes, if any, and `/healthz` for probes.
         let mut router = Router::new().route(
@@ -243,7 +265,8 @@ impl Server {
                 topics: Arc::new(topics.clone()),
                 auth: auth.clone(),
                 admin_token: AdminToken(config.admin_token.as_deref().map(Arc::from)),
-                target_policy: policy,
+                target_policy: policy.clone(),
+                secret_key: secret_key.clone(),
             }));
         }
         if roles.query_api {
@@ -294,6 +317,8 @@ impl Server {
                     policy,
                     timeout: config.delivery_timeout,
                 },
+                secret_key,
+                endpoint_concurrency: config.endpoint_concurrency.max(1),
                 ..DispatcherConfig::default()
             };
             let dispatcher = Dispatcher::new(

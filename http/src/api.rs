@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use herald_domain::model::{Delivery, Endpoint, Plan, Template, Tenant};
+use herald_domain::model::{AttemptRecord, Delivery, Endpoint, Plan, Template, Tenant};
 use herald_domain::template::ChannelContent;
 use serde::Serialize;
 
@@ -28,6 +28,8 @@ pub struct TenantOut {
     pub id: String,
     pub name: String,
     pub plan: PlanOut,
+    /// Consecutive failed attempts that disable one of the tenant's webhook endpoints.
+    pub endpoint_failure_threshold: u32,
     pub created_at: DateTime<Utc>,
 }
 
@@ -37,12 +39,14 @@ impl From<&Tenant> for TenantOut {
             id: tenant.id.to_string(),
             name: tenant.name.clone(),
             plan: PlanOut::from(&tenant.plan),
+            endpoint_failure_threshold: tenant.endpoint_failure_threshold(),
             created_at: tenant.created_at,
         }
     }
 }
 
-/// A webhook endpoint. The secret appears only in the answer to its creation.
+/// A webhook endpoint. The secret appears only in the answers to its creation and to a
+/// rotation.
 #[derive(Debug, Serialize)]
 pub struct EndpointOut {
     pub id: String,
@@ -50,8 +54,13 @@ pub struct EndpointOut {
     pub description: Option<String>,
     pub events: Vec<String>,
     pub signature_scheme: &'static str,
+    /// Delays between attempts; `null` is the server's default schedule.
+    pub retry_schedule: Option<Vec<String>>,
+    pub rate_limit_per_second: Option<u32>,
     pub is_active: bool,
     pub disabled_reason: Option<String>,
+    /// Until when the secret before the last rotation still signs, if it does.
+    pub previous_secret_expires_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -67,19 +76,66 @@ impl EndpointOut {
             description: endpoint.description.clone(),
             events: endpoint.events.clone(),
             signature_scheme: endpoint.signature_scheme.as_str(),
+            retry_schedule: endpoint.retry_schedule.as_ref().map(|schedule| {
+                schedule
+                    .delays()
+                    .iter()
+                    .map(|delay| herald_domain::retry::format_delay(*delay))
+                    .collect()
+            }),
+            rate_limit_per_second: endpoint.rate_limit_per_second,
             is_active: endpoint.is_active,
             disabled_reason: endpoint.disabled_reason.clone(),
+            previous_secret_expires_at: endpoint
+                .previous_secret_expires_at
+                .filter(|at| *at > Utc::now()),
             created_at: endpoint.created_at,
             updated_at: endpoint.updated_at,
             secret: None,
         }
     }
 
-    /// The one view that shows the secret: the answer to creating the endpoint.
-    pub fn with_secret(endpoint: &Endpoint) -> Self {
+    /// The view that shows the secret, given in clear (the stored one may be sealed).
+    pub fn with_secret(endpoint: &Endpoint, clear_secret: &str) -> Self {
         Self {
-            secret: Some(endpoint.secret.clone()),
+            secret: Some(clear_secret.to_owned()),
             ..Self::public(endpoint)
+        }
+    }
+}
+
+/// One attempt in an endpoint's attempt log.
+#[derive(Debug, Serialize)]
+pub struct AttemptOut {
+    pub delivery_id: String,
+    pub attempt: u32,
+    /// The `webhook-id` of the message.
+    pub message_id: Option<String>,
+    pub event_type: Option<String>,
+    /// `success`, `retriable` or `permanent`.
+    pub outcome: String,
+    pub status_code: Option<u16>,
+    pub latency_ms: u64,
+    pub error: Option<String>,
+    pub response_excerpt: Option<String>,
+    pub attempted_at: DateTime<Utc>,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+}
+
+impl From<&AttemptRecord> for AttemptOut {
+    fn from(a: &AttemptRecord) -> Self {
+        Self {
+            delivery_id: a.delivery_id.to_string(),
+            attempt: a.attempt,
+            message_id: a.message_id.clone(),
+            event_type: a.event_type.clone(),
+            outcome: a.outcome.clone(),
+            status_code: a.status_code,
+            latency_ms: a.latency_ms,
+            error: a.error.clone(),
+            response_excerpt: a.response_excerpt.clone(),
+            attempted_at: a.attempted_at,
+            next_attempt_at: a.next_attempt_at,
         }
     }
 }

@@ -23,6 +23,9 @@ pub(crate) struct TenantIn {
     name: String,
     #[serde(default)]
     plan: Option<PlanIn>,
+    /// Consecutive failed attempts that disable one of the tenant's webhook endpoints.
+    #[serde(default)]
+    endpoint_failure_threshold: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -56,6 +59,13 @@ pub(crate) async fn create_tenant(
             || "must be between 1 and 1000000".into(),
         );
     }
+    if let Some(threshold) = input.endpoint_failure_threshold {
+        v.check(
+            (1..=1000).contains(&threshold),
+            "endpoint_failure_threshold",
+            || "must be between 1 and 1000".into(),
+        );
+    }
     v.finish()?;
 
     let now = Utc::now();
@@ -69,6 +79,7 @@ pub(crate) async fn create_tenant(
                 .rate_limit_per_minute
                 .unwrap_or(defaults.rate_limit_per_minute),
         },
+        endpoint_failure_threshold: input.endpoint_failure_threshold,
         created_at: now,
         updated_at: now,
     };

@@ -11,6 +11,7 @@
 
 mod admin;
 mod append;
+mod deliveries;
 mod events;
 mod send;
 mod templates;
@@ -19,8 +20,9 @@ mod webhooks;
 use std::sync::Arc;
 
 use axum::extract::FromRef;
-use axum::routing::{post, put};
+use axum::routing::{patch, post, put};
 use axum::Router;
+use herald_domain::secret_box::SecretKey;
 use herald_domain::target::TargetPolicy;
 use herald_http::auth::{AdminToken, Authenticator};
 use herald_log::Log;
@@ -37,6 +39,9 @@ pub struct IngestState {
     pub admin_token: AdminToken,
     /// Checked when endpoints and contact URLs are registered (and again when connecting).
     pub target_policy: TargetPolicy,
+    /// Seals endpoint signing secrets before they reach the log and the store
+    /// (`HERALD_SECRET_KEY`); `None` stores them in clear.
+    pub secret_key: Option<SecretKey>,
 }
 
 impl FromRef<IngestState> for Authenticator {
@@ -56,6 +61,19 @@ pub fn router(state: IngestState) -> Router {
     Router::new()
         .route("/v1/admin/tenants", post(admin::create_tenant))
         .route("/v1/webhooks", post(webhooks::create_endpoint))
+        .route(
+            "/v1/webhooks/{id}",
+            patch(webhooks::update_endpoint).delete(webhooks::delete_endpoint),
+        )
+        .route(
+            "/v1/webhooks/{id}/rotate-secret",
+            post(webhooks::rotate_secret),
+        )
+        .route("/v1/webhooks/{id}/replay", post(webhooks::replay))
+        .route(
+            "/v1/deliveries/{id}/retry",
+            post(deliveries::retry_delivery),
+        )
         .route("/v1/templates/{slug}", put(templates::put_template))
         .route("/v1/send", post(send::send))
         .route("/v1/events", post(events::post_event))

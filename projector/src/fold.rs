@@ -2,9 +2,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use herald_domain::ids::{DeliveryId, RecipientId, TenantId};
+use herald_domain::ids::{DeliveryId, EndpointId, RecipientId, TenantId};
 use herald_domain::model::{
-    ApiKeyRecord, Delivery, DeliveryChange, Endpoint, Recipient, Template, Tenant,
+    ApiKeyRecord, AttemptRecord, Delivery, DeliveryChange, Endpoint, Recipient, Template, Tenant,
 };
 use herald_domain::{time_from_millis, Channel, DeliveryStatus};
 use herald_schemas::HeraldEvent;
@@ -17,6 +17,27 @@ pub struct Fold<'s> {
     writes: Vec<ReadModelWrite>,
     deliveries: HashMap<(TenantId, DeliveryId), Delivery>,
     health: BTreeMap<i64, HealthCounts>,
+}
+
+/// A webhook endpoint's attempt as its attempt log shows it; `None` for other channels.
+fn attempt_record(e: &herald_schemas::DeliveryAttempted) -> Option<AttemptRecord> {
+    let endpoint_id = e.endpoint_id.as_ref()?;
+    Some(AttemptRecord {
+        tenant_id: TenantId::from_trusted(&e.tenant_id),
+        endpoint_id: EndpointId::from_trusted(endpoint_id),
+        delivery_id: DeliveryId::from_trusted(&e.delivery_id),
+        attempt: e.attempt.max(0) as u32,
+        message_id: e.message_id.clone(),
+        event_type: e.event_type.clone(),
+        outcome: e.outcome.clone(),
+        status_code: e.status_code.and_then(|c| u16::try_from(c).ok()),
+        error: e.error.clone(),
+        response_excerpt: e.response_excerpt.clone(),
+        latency_ms: e.latency_ms.max(0) as u64,
+        attempted_at: time_from_millis(e.attempted_at),
+        next_attempt_at: e.next_attempt_at.map(time_from_millis),
+        consecutive_failures: e.consecutive_failures.unwrap_or(0).max(0) as u32,
+    })
 }
 
 fn minute_of(ms: i64) -> i64 {
@@ -57,6 +78,25 @@ impl<'s> Fold<'s> {
             E::EndpointUpserted(e) => self
                 .writes
                 .push(ReadModelWrite::Endpoint(Endpoint::from(e))),
+            E::EndpointDeleted(e) => self.writes.push(ReadModelWrite::EndpointDeleted {
+                tenant_id: TenantId::from_trusted(&e.tenant_id),
+                endpoint_id: EndpointId::from_trusted(&e.endpoint_id),
+                at: time_from_millis(e.deleted_at),
+            }),
+            E::EndpointDisabled(e) => self.endpoint_disabled(e).await?,
+            E::DeliveryRequeued(e) => {
+                let change = DeliveryChange::Requeued {
+                    at: time_from_millis(e.requested_at),
+                };
+                self.change(
+                    &e.tenant_id,
+                    &e.delivery_id,
+                    &e.channel,
+                    e.requested_at,
+                    change,
+                )
+                .await?;
+            }
             E::RecipientUpserted(e) => self
                 .writes
                 .push(ReadModelWrite::Recipient(Recipient::from(e))),
@@ -72,7 +112,10 @@ impl<'s> Fold<'s> {
                 row.template = Some(e.template.clone());
                 row.created_at = row.created_at.min(at);
             }
-            E::DeliveryAttempted(e) if e.channel != Channel::Webhook.as_str() => {
+            E::DeliveryAttempted(e) => {
+                if let Some(attempt) = attempt_record(e) {
+                    self.writes.push(ReadModelWrite::Attempt(attempt));
+                }
                 let change = DeliveryChange::Attempted {
                     attempt: e.attempt.max(0) as u32,
                     error: e.error.clone(),
@@ -89,9 +132,7 @@ impl<'s> Fold<'s> {
             }
             // Health counts a delivery once, when its status actually moves: an outcome
             // appended twice (a dispatcher that re-processed after a crash) counts once.
-            // Webhook deliveries have no row to tell duplicates by; they are counted by the
-            // endpoint attempt log instead (not built yet).
-            E::DeliverySucceeded(e) if e.channel != Channel::Webhook.as_str() => {
+            E::DeliverySucceeded(e) => {
                 let status = e.status.parse().unwrap_or(DeliveryStatus::Sent);
                 let change = DeliveryChange::Reached {
                     status,
@@ -119,7 +160,7 @@ impl<'s> Fold<'s> {
                         .add(counts);
                 }
             }
-            E::DeliveryFailed(e) if e.channel != Channel::Webhook.as_str() => {
+            E::DeliveryFailed(e) => {
                 let change = DeliveryChange::Failed {
                     attempts: e.attempts.max(0) as u32,
                     reason: e.reason.clone(),
@@ -145,15 +186,64 @@ impl<'s> Fold<'s> {
                         .add(counts);
                 }
             }
-            // Webhook attempts, tasks, business events and endpoint changes get read models of
-            // their own (attempt log, event history) in later work; nothing to fold yet.
-            E::DeliveryAttempted(_)
-            | E::DeliverySucceeded(_)
-            | E::DeliveryFailed(_)
-            | E::DeliveryTask(_)
-            | E::BusinessEventReceived(_)
-            | E::EndpointDisabled(_) => {}
+            // A webhook delivery's row starts with its task (a notification's starts with its
+            // request); retries and parked tasks pass through `deliveries` again and change
+            // nothing.
+            E::DeliveryTask(task)
+                if task.channel == Channel::Webhook.as_str() && task.attempt <= 1 =>
+            {
+                self.delivery(
+                    &task.tenant_id,
+                    &task.delivery_id,
+                    Channel::Webhook,
+                    task.created_at,
+                )
+                .await?;
+            }
+            // Business events get a read model of their own (event history) in later work.
+            E::DeliveryTask(_) | E::BusinessEventReceived(_) => {}
         }
+        Ok(())
+    }
+
+    /// A dead-lettered task, kept encoded.
+    pub fn dead_letter(&mut self, task: &herald_schemas::DeliveryTask, encoded: Vec<u8>) {
+        self.writes.push(ReadModelWrite::DeadLetter {
+            tenant_id: TenantId::from_trusted(&task.tenant_id),
+            delivery_id: DeliveryId::from_trusted(&task.delivery_id),
+            task: encoded,
+        });
+    }
+
+    /// Marks the endpoint inactive, unless it was changed (re-enabled) after the disabling.
+    async fn endpoint_disabled(
+        &mut self,
+        e: &herald_schemas::EndpointDisabled,
+    ) -> Result<(), StoreError> {
+        let tenant = TenantId::from_trusted(&e.tenant_id);
+        let id = EndpointId::from_trusted(&e.endpoint_id);
+        // The batch's own latest write of the endpoint, else the store's.
+        let in_batch = self.writes.iter().rev().find_map(|w| match w {
+            ReadModelWrite::Endpoint(ep) if ep.id == id && ep.tenant_id == tenant => {
+                Some(ep.clone())
+            }
+            _ => None,
+        });
+        let current = match in_batch {
+            Some(endpoint) => Some(endpoint),
+            None => self.store.endpoint(&tenant, &id).await?,
+        };
+        let Some(mut endpoint) = current else {
+            return Ok(()); // deleted meanwhile
+        };
+        let at = time_from_millis(e.disabled_at);
+        if endpoint.updated_at > at {
+            return Ok(());
+        }
+        endpoint.is_active = false;
+        endpoint.disabled_reason = Some(e.reason.clone());
+        endpoint.updated_at = at;
+        self.writes.push(ReadModelWrite::Endpoint(endpoint));
         Ok(())
     }
 

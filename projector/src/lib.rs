@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use herald_log::{Log, LogPosition, StartPosition};
 use herald_schemas::topics::Topics;
+use herald_schemas::HeraldEvent;
 use herald_store::{Checkpoint, Store};
 use tokio_util::sync::CancellationToken;
 
@@ -75,6 +76,7 @@ impl Projector {
             topics.requests.clone(),
             topics.deliveries.clone(),
             topics.outcomes.clone(),
+            topics.dead_letter.clone(),
         ]
     }
 
@@ -118,6 +120,12 @@ impl Projector {
             for record in &records {
                 checkpoint.insert((record.topic.clone(), record.partition), record.offset + 1);
                 match herald_schemas::decode(&record.value) {
+                    // A dead-lettered task is kept as written, for `POST .../retry` to re-send.
+                    Ok(HeraldEvent::DeliveryTask(task))
+                        if record.topic == self.topics.dead_letter =>
+                    {
+                        fold.dead_letter(&task, record.value.clone())
+                    }
                     Ok(event) => fold.apply(&event).await?,
                     Err(err) => {
                         tracing::error!(topic = record.topic, offset = record.offset, error = %err, "skipping an undecodable record")

@@ -10,8 +10,11 @@ use std::sync::Arc;
 use axum::extract::{FromRef, Query, State};
 use axum::routing::get;
 use axum::{Json, Router};
-use herald_domain::ids::DeliveryId;
-use herald_http::api::{DeliveryOut, EndpointOut, Page, TemplateOut};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as CURSOR;
+use base64::Engine as _;
+use herald_domain::ids::{DeliveryId, EndpointId};
+use herald_domain::model::{AttemptCursor, Endpoint};
+use herald_http::api::{AttemptOut, DeliveryOut, EndpointOut, Page, TemplateOut};
 use herald_http::auth::{Authenticator, Caller};
 use herald_http::{ApiError, ValidPath};
 use herald_log::Log;
@@ -54,6 +57,8 @@ pub fn router(state: QueryState) -> Router {
         .route("/v1/health", get(health::health))
         .route("/v1/deliveries/{id}", get(get_delivery))
         .route("/v1/webhooks", get(list_endpoints))
+        .route("/v1/webhooks/{id}", get(get_endpoint))
+        .route("/v1/webhooks/{id}/attempts", get(list_attempts))
         .route("/v1/templates/{slug}", get(get_template))
         .with_state(state)
 }
@@ -139,4 +144,96 @@ async fn list_endpoints(
         next_cursor,
         has_more,
     }))
+}
+
+async fn endpoint(state: &QueryState, caller: &Caller, id: &str) -> Result<Endpoint, ApiError> {
+    let id = EndpointId::parse(id).map_err(|_| ApiError::NotFound("endpoint"))?;
+    state
+        .store
+        .endpoint(&caller.tenant_id, &id)
+        .await?
+        .ok_or(ApiError::NotFound("endpoint"))
+}
+
+async fn get_endpoint(
+    State(state): State<QueryState>,
+    caller: Caller,
+    ValidPath(id): ValidPath<String>,
+) -> Result<Json<EndpointOut>, ApiError> {
+    let endpoint = endpoint(&state, &caller, &id).await?;
+    Ok(Json(EndpointOut::public(&endpoint)))
+}
+
+/// An endpoint's attempts, newest first. The cursor encodes the last row's position, so
+/// attempts made while paging never shift the pages.
+async fn list_attempts(
+    State(state): State<QueryState>,
+    caller: Caller,
+    ValidPath(id): ValidPath<String>,
+    query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Page<AttemptOut>>, ApiError> {
+    let Query(query) = query.map_err(|err| ApiError::field("query", err.body_text()))?;
+    let limit = query.limit()?;
+    let after = query
+        .cursor
+        .as_deref()
+        .map(|cursor| {
+            decode_attempt_cursor(cursor)
+                .ok_or_else(|| ApiError::field("cursor", "not a cursor this API gave out"))
+        })
+        .transpose()?;
+    let endpoint = endpoint(&state, &caller, &id).await?;
+    let mut rows = state
+        .store
+        .attempts(&caller.tenant_id, &endpoint.id, after.as_ref(), limit + 1)
+        .await?;
+    let has_more = rows.len() > limit;
+    rows.truncate(limit);
+    let next_cursor = if has_more {
+        rows.last().map(|row| encode_attempt_cursor(&row.cursor()))
+    } else {
+        None
+    };
+    Ok(Json(Page {
+        data: rows.iter().map(AttemptOut::from).collect(),
+        next_cursor,
+        has_more,
+    }))
+}
+
+fn encode_attempt_cursor(cursor: &AttemptCursor) -> String {
+    CURSOR.encode(format!(
+        "{}:{}:{}",
+        cursor.attempted_at_ms, cursor.attempt, cursor.delivery_id
+    ))
+}
+
+fn decode_attempt_cursor(text: &str) -> Option<AttemptCursor> {
+    let raw = String::from_utf8(CURSOR.decode(text).ok()?).ok()?;
+    let mut parts = raw.splitn(3, ':');
+    Some(AttemptCursor {
+        attempted_at_ms: parts.next()?.parse().ok()?,
+        attempt: parts.next()?.parse().ok()?,
+        delivery_id: DeliveryId::parse(parts.next()?).ok()?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attempt_cursors_round_trip_and_garbage_is_refused() {
+        let cursor = AttemptCursor {
+            attempted_at_ms: 1_700_000_000_123,
+            delivery_id: DeliveryId::generate(),
+            attempt: 3,
+        };
+        assert_eq!(
+            decode_attempt_cursor(&encode_attempt_cursor(&cursor)),
+            Some(cursor)
+        );
+        assert_eq!(decode_attempt_cursor("not-a-cursor"), None);
+        assert_eq!(decode_attempt_cursor(&CURSOR.encode("1:2:x")), None);
+    }
 }
