@@ -396,15 +396,28 @@ impl Shared {
             ));
         };
         let tenant = TenantId::from_trusted(&task.tenant_id);
-        let endpoint = self
-            .endpoint(&tenant, &EndpointId::from_trusted(endpoint_id), shutdown)
-            .await?;
+        let id = EndpointId::from_trusted(endpoint_id);
+        // Disabled in the store, or by this dispatcher and not re-enabled since.
+        let unusable = |endpoint: &Option<Endpoint>| match endpoint {
+            None => true,
+            Some(endpoint) => {
+                !endpoint.is_active
+                    || disabled_at.is_some_and(|at| endpoint.updated_at.timestamp_millis() <= at)
+            }
+        };
+        let mut endpoint = self.endpoint(&tenant, &id, shutdown).await?;
+        if unusable(&endpoint) {
+            // Before failing a delivery for good, make sure the cache is not merely behind
+            // (an endpoint re-enabled a moment ago).
+            self.endpoint_cache
+                .invalidate(&(tenant.clone(), id.clone()))
+                .await;
+            endpoint = self.endpoint(&tenant, &id, shutdown).await?;
+        }
         let Some(endpoint) = endpoint else {
             return Some((AttemptReport::skipped("the endpoint was deleted"), None));
         };
-        // Disabled in the store, or by this dispatcher and not re-enabled since.
-        let re_enabled_since = |at: i64| endpoint.updated_at.timestamp_millis() > at;
-        if !endpoint.is_active || disabled_at.is_some_and(|at| !re_enabled_since(at)) {
+        if unusable(&Some(endpoint.clone())) {
             let report = AttemptReport::skipped("the endpoint is disabled");
             return Some((report, Some(endpoint)));
         }

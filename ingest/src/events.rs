@@ -53,6 +53,9 @@ struct ActorIn {
 #[derive(Debug, Serialize)]
 pub(crate) struct EventAcceptedOut {
     status: &'static str,
+    /// Herald's id of the event (`evt_...`): the `webhook-id` of its webhooks.
+    id: String,
+    /// The client's own id, as sent.
     event_id: String,
 }
 
@@ -110,11 +113,12 @@ pub(crate) async fn post_event(
         .await?
     {
         ClaimOutcome::Claimed { id } => id,
-        ClaimOutcome::Completed { .. } => {
+        ClaimOutcome::Completed { id, .. } => {
             return Ok((
                 StatusCode::OK,
                 Json(EventAcceptedOut {
                     status: "duplicate",
+                    id,
                     event_id: input.event_id,
                 }),
             ));
@@ -129,7 +133,7 @@ pub(crate) async fn post_event(
 
     let event = HeraldEvent::BusinessEventReceived(BusinessEventReceived {
         tenant_id: caller.tenant_id.to_string(),
-        event_id: herald_event_id,
+        event_id: herald_event_id.clone(),
         external_id: input.event_id.clone(),
         event_name: input.event_name,
         source: input.source,
@@ -154,6 +158,7 @@ pub(crate) async fn post_event(
         StatusCode::ACCEPTED,
         Json(EventAcceptedOut {
             status: "accepted",
+            id: herald_event_id,
             event_id: input.event_id,
         }),
     ))

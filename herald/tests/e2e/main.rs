@@ -8,3 +8,4 @@ mod restart;
 mod retries;
 mod security;
 mod support;
+mod webhooks;

@@ -184,6 +184,16 @@ impl TestClient {
             .await
     }
 
+    pub async fn patch(&self, path: &str, body: Value, status: u16) -> Value {
+        self.expect(reqwest::Method::PATCH, path, Some(body), status)
+            .await
+    }
+
+    pub async fn delete(&self, path: &str, status: u16) -> Value {
+        self.expect(reqwest::Method::DELETE, path, None, status)
+            .await
+    }
+
     pub async fn get(&self, path: &str, status: u16) -> Value {
         self.expect(reqwest::Method::GET, path, None, status).await
     }
@@ -210,6 +220,8 @@ pub struct Received {
     pub path: String,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// When the request arrived.
+    pub at: std::time::Instant,
 }
 
 impl Received {
@@ -225,11 +237,23 @@ impl Received {
     }
 }
 
+/// How the receiver answers one request.
+#[derive(Debug, Clone, Copy)]
+pub enum Reply {
+    Status(u16),
+    /// A status with `Retry-After: <seconds>`.
+    RetryAfter(u16, u64),
+    /// No answer for this long (longer than Herald's timeout: a timeout).
+    Hang(Duration),
+}
+
 #[derive(Default)]
 struct ReceiverState {
     received: Vec<Received>,
-    /// Per path, statuses to answer with in order; once used up, 200.
-    scripts: std::collections::HashMap<String, VecDeque<u16>>,
+    /// Per path, replies to give in order; once used up, the path's default.
+    scripts: std::collections::HashMap<String, VecDeque<Reply>>,
+    /// Per path, the reply once its script is used up (200 if none).
+    defaults: std::collections::HashMap<String, Reply>,
 }
 
 /// Records every request and answers as scripted (200 by default).
@@ -257,13 +281,28 @@ impl TestReceiver {
 
     /// The next requests to `path` are answered with these statuses, in order.
     pub fn answer_with(&self, path: &str, statuses: &[u16]) {
+        let replies: Vec<Reply> = statuses.iter().map(|s| Reply::Status(*s)).collect();
+        self.reply_with(path, &replies);
+    }
+
+    /// Queues replies for the next requests at `path`.
+    pub fn reply_with(&self, path: &str, replies: &[Reply]) {
         self.state
             .lock()
             .unwrap()
             .scripts
             .entry(path.to_owned())
             .or_default()
-            .extend(statuses.iter().copied());
+            .extend(replies.iter().copied());
+    }
+
+    /// How `path` answers once its script is used up.
+    pub fn always(&self, path: &str, reply: Reply) {
+        self.state
+            .lock()
+            .unwrap()
+            .defaults
+            .insert(path.to_owned(), reply);
     }
 
     pub fn received(&self, path: &str) -> Vec<Received> {
@@ -301,20 +340,37 @@ async fn record(
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
-) -> StatusCode {
-    let mut state = state.lock().unwrap();
-    let path = uri.path().to_owned();
-    let status = state
-        .scripts
-        .get_mut(&path)
-        .and_then(VecDeque::pop_front)
-        .unwrap_or(200);
-    state.received.push(Received {
-        path,
-        headers,
-        body,
-    });
-    StatusCode::from_u16(status).unwrap()
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let reply = {
+        let mut state = state.lock().unwrap();
+        let path = uri.path().to_owned();
+        let reply = state
+            .scripts
+            .get_mut(&path)
+            .and_then(VecDeque::pop_front)
+            .or_else(|| state.defaults.get(&path).copied())
+            .unwrap_or(Reply::Status(200));
+        state.received.push(Received {
+            path,
+            headers,
+            body,
+            at: std::time::Instant::now(),
+        });
+        reply
+    };
+    match reply {
+        Reply::Status(status) => StatusCode::from_u16(status).unwrap().into_response(),
+        Reply::RetryAfter(status, seconds) => (
+            StatusCode::from_u16(status).unwrap(),
+            [("retry-after", seconds.to_string())],
+        )
+            .into_response(),
+        Reply::Hang(duration) => {
+            tokio::time::sleep(duration).await;
+            StatusCode::OK.into_response()
+        }
+    }
 }
 
 /// Verifies a Standard Webhooks signature independently of Herald's own code.
@@ -368,4 +424,12 @@ pub fn send_body(receiver: &TestReceiver, order_id: &str) -> Value {
         "template": "order_shipped",
         "vars": { "order_id": order_id },
     })
+}
+
+/// The delivery id of a business event's webhook to an endpoint, derived the way the
+/// dispatcher derives it (from the event id and the endpoint id).
+pub fn webhook_delivery_id(event_id: &str, endpoint_id: &str) -> String {
+    use herald_domain::ids::{DeliveryId, EventId};
+    let at = EventId::from_trusted(event_id).timestamp_ms();
+    DeliveryId::derive(at, format!("{event_id}/{endpoint_id}").as_bytes()).to_string()
 }
