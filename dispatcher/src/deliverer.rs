@@ -151,13 +151,13 @@ enum Event {
     Loaded {
         key: String,
         health: EndpointHealth,
-        endpoint: Option<Endpoint>,
+        endpoint: Option<Box<Endpoint>>,
     },
     Attempted {
         key: String,
-        job: Job,
+        job: Box<Job>,
         report: crate::AttemptReport,
-        endpoint: Option<Endpoint>,
+        endpoint: Option<Box<Endpoint>>,
     },
     Wake(String),
 }
@@ -411,7 +411,7 @@ impl Scheduler {
                 let schedule = endpoint
                     .and_then(|endpoint| endpoint.retry_schedule)
                     .unwrap_or_else(|| self.shared.config.retry_schedule.clone());
-                self.finish(job, report, verdict, schedule);
+                self.finish(*job, report, verdict, schedule);
                 self.pump(&key);
             }
             Event::Wake(key) => {
@@ -471,9 +471,9 @@ impl Scheduler {
                 };
                 let _ = events.send(Event::Attempted {
                     key,
-                    job,
+                    job: Box::new(job),
                     report,
-                    endpoint,
+                    endpoint: endpoint.map(Box::new),
                 });
             });
         }
@@ -498,7 +498,7 @@ impl Scheduler {
             let _ = events.send(Event::Loaded {
                 key,
                 health,
-                endpoint,
+                endpoint: endpoint.map(Box::new),
             });
         });
     }

@@ -378,6 +378,23 @@ impl Shared {
         disabled_at: Option<i64>,
         shutdown: &CancellationToken,
     ) -> Option<(AttemptReport, Option<Endpoint>)> {
+        let (report, endpoint) = self.attempt_once(task, disabled_at, shutdown).await?;
+        tracing::debug!(
+            delivery_id = task.delivery_id,
+            attempt = task.attempt,
+            outcome = report.outcome.as_str(),
+            skipped = report.skipped,
+            "attempted"
+        );
+        Some((report, endpoint))
+    }
+
+    async fn attempt_once(
+        &self,
+        task: &DeliveryTask,
+        disabled_at: Option<i64>,
+        shutdown: &CancellationToken,
+    ) -> Option<(AttemptReport, Option<Endpoint>)> {
         let Ok(channel) = task.channel.parse::<Channel>() else {
             let error = format!("unknown channel `{}`", task.channel);
             return Some((AttemptReport::skipped(error), None));
@@ -434,12 +451,6 @@ impl Shared {
                 ))
             }
         };
-        tracing::debug!(
-            delivery_id = task.delivery_id,
-            attempt = task.attempt,
-            outcome = report.outcome.as_str(),
-            "attempted"
-        );
         Some((report, Some(endpoint)))
     }
 

@@ -72,14 +72,16 @@ pub async fn events_fan_out_once(config: herald::Config) {
     let event = json!({ "event_id": "ord-1-shipped", "event_name": "order.shipped", "source": "erp",
                         "actor": { "type": "system", "id": "42" }, "data": { "order_id": "ORD-1" } });
     let first = client.post("/v1/events", event.clone(), 202).await;
+    let id = first["id"].as_str().unwrap().to_owned();
+    assert!(id.starts_with("evt_"), "{first}");
     assert_eq!(
         first,
-        json!({ "status": "accepted", "event_id": "ord-1-shipped" })
+        json!({ "status": "accepted", "id": id, "event_id": "ord-1-shipped" })
     );
     let again = client.post("/v1/events", event.clone(), 200).await;
     assert_eq!(
         again,
-        json!({ "status": "duplicate", "event_id": "ord-1-shipped" })
+        json!({ "status": "duplicate", "id": id, "event_id": "ord-1-shipped" })
     );
     // The first copy arrives. Events are keyed by their id in `requests`, so two events may
     // be routed in either order: the barrier below is posted only after the first delivery,

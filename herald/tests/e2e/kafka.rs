@@ -75,6 +75,25 @@ async fn walk_through_on_kafka() {
 }
 
 #[tokio::test]
+async fn endpoints_are_disabled_at_the_tenth_failure_on_kafka() {
+    let Some(broker) = broker() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    crate::webhooks::disables_at_the_tenth_failure(kafka_config(
+        dir.path(),
+        &broker,
+        &unique_prefix(),
+    ))
+    .await;
+}
+
+#[tokio::test]
+async fn failed_deliveries_are_re_sent_and_windows_replayed_on_kafka() {
+    let Some(broker) = broker() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    crate::webhooks::re_send_and_replay(kafka_config(dir.path(), &broker, &unique_prefix())).await;
+}
+
+#[tokio::test]
 async fn events_fan_out_once_on_kafka() {
     let Some(broker) = broker() else { return };
     let dir = tempfile::tempdir().unwrap();

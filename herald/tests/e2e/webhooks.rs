@@ -50,7 +50,12 @@ async fn endpoint_is_active(client: &TestClient, id: &str) -> Value {
 #[tokio::test]
 async fn the_tenth_consecutive_failure_disables_the_endpoint_and_nothing_more_is_sent() {
     let dir = tempfile::tempdir().unwrap();
-    let herald = TestHerald::start(test_config(dir.path())).await;
+    disables_at_the_tenth_failure(test_config(dir.path())).await;
+}
+
+/// Also run on Kafka (`kafka.rs`).
+pub async fn disables_at_the_tenth_failure(config: herald::Config) {
+    let herald = TestHerald::start(config).await;
     let receiver = TestReceiver::start().await;
     let client = herald.tenant("Acme").await;
     // One attempt per event (no retries), so each event is one failure.
@@ -416,7 +421,12 @@ fn data_dir_contains(dir: &std::path::Path, needle: &[u8]) -> bool {
 #[tokio::test]
 async fn a_failed_delivery_can_be_re_sent_and_a_window_replayed() {
     let dir = tempfile::tempdir().unwrap();
-    let herald = TestHerald::start(test_config(dir.path())).await;
+    re_send_and_replay(test_config(dir.path())).await;
+}
+
+/// Also run on Kafka (`kafka.rs`).
+pub async fn re_send_and_replay(config: herald::Config) {
+    let herald = TestHerald::start(config).await;
     let receiver = TestReceiver::start().await;
     let client = herald.tenant("Acme").await;
     let (id, _) = endpoint(
