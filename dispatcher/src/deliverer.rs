@@ -1,9 +1,9 @@
 //! The deliverer: attempts delivery tasks without letting one target hold up another.
 //!
 //! ```text
-//!  poller ──records──► scheduler ──► lane per target ──► attempt tasks ──► finish tasks
-//!    ▲  (owns the consumer)   (owns every lane)  queue, concurrency,    (HTTP)        (plan, append,
-//!    └── commits what the OffsetTracker says is done ◄──────────────────────────────── mark done)
+//!  poller ──records──► scheduler ──► lane per target ──► attempt tasks ──► finish tasks ──► results writer
+//!    ▲  (owns the consumer)   (owns every lane)  queue, concurrency,    (HTTP)        (plan)        (append a group,
+//!    └── commits what the OffsetTracker says is done ◄──────────────────────────────────────────── mark done)
 //! ```
 //!
 //! * The **poller** owns the log consumer. It reads records as long as fewer than
@@ -15,7 +15,8 @@
 //!   endpoint's health (`endpoint_health`). All lane state changes happen on this one task,
 //!   in completion order, so failure counts need no locks and are exact.
 //! * **Attempt** tasks make the HTTP request; **finish** tasks plan what follows
-//!   (`plan::after_attempt`), append it, and only then mark the record done.
+//!   (`plan::after_attempt`); the **results writer** appends what they planned in groups
+//!   (one append for up to 4,096 records) and only then marks their records done.
 //!
 //! A lane whose queue is full (a hanging or throttled endpoint with a backlog) parks further
 //! tasks in a retry tier, unchanged, for about as long as its queue takes to drain: memory
@@ -31,7 +32,7 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use herald_domain::ids::{EndpointId, TenantId};
 use herald_domain::model::Endpoint;
 use herald_domain::Channel;
-use herald_log::{ConsumedRecord, LogConsumer, LogPosition, StartPosition};
+use herald_log::{ConsumedRecord, LogConsumer, LogPosition, OutgoingRecord, StartPosition};
 use herald_schemas::topics::delivery_target_key;
 use herald_schemas::{DeliveryTask, HeraldEvent};
 use tokio::sync::{mpsc, Notify};
@@ -61,8 +62,55 @@ struct Progress {
 
 impl Progress {
     fn finish(&self, position: &LogPosition) {
-        self.tracker.lock().expect("not poisoned").finish(position);
+        self.finish_all(std::slice::from_ref(position));
+    }
+
+    fn finish_all(&self, positions: &[LogPosition]) {
+        let mut tracker = self.tracker.lock().expect("not poisoned");
+        positions.iter().for_each(|position| tracker.finish(position));
+        drop(tracker);
         self.room.notify_one();
+    }
+}
+
+/// What one record's processing appends, and the record it came from.
+type Results = (Vec<OutgoingRecord>, LogPosition);
+
+/// The most records one append of results carries.
+const MAX_RESULTS_PER_APPEND: usize = 4_096;
+
+/// Appends the results of finished records in groups, then marks the records done. One
+/// append per group rather than per attempt: under load, thousands of attempts' records go
+/// to the log in one call.
+async fn write_results(
+    shared: Arc<Shared>,
+    progress: Arc<Progress>,
+    mut results: mpsc::UnboundedReceiver<Results>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let first = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            first = results.recv() => match first {
+                Some(first) => first,
+                None => return,
+            },
+        };
+        let (mut records, position) = first;
+        let mut positions = vec![position];
+        while records.len() < MAX_RESULTS_PER_APPEND {
+            match results.try_recv() {
+                Ok((more, position)) => {
+                    records.extend(more);
+                    positions.push(position);
+                }
+                Err(_) => break,
+            }
+        }
+        if !crate::append_until_done(&shared.log, records, &shutdown).await {
+            return; // shutting down: the records stay uncommitted and are read again
+        }
+        progress.finish_all(&positions);
     }
 }
 
@@ -188,12 +236,20 @@ pub(crate) async fn run(
         records_tx,
         shutdown.clone(),
     ));
+    let (results_tx, results_rx) = mpsc::unbounded_channel();
+    let writer = tokio::spawn(write_results(
+        shared.clone(),
+        progress.clone(),
+        results_rx,
+        shutdown.clone(),
+    ));
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let mut scheduler = Scheduler {
         shared,
         progress,
         lanes: HashMap::new(),
         events: events_tx,
+        results: results_tx,
         shutdown: shutdown.clone(),
         tasks: JoinSet::new(),
     };
@@ -202,6 +258,8 @@ pub(crate) async fn run(
     // outlives the dispatcher (the log and store must be free to reopen).
     shutdown.cancel();
     scheduler.tasks.shutdown().await;
+    drop(scheduler);
+    let _ = writer.await;
     let polled = match poller.await {
         Ok(result) => result,
         Err(panic) => Err(DispatchError::Panicked(panic.to_string())),
@@ -285,6 +343,8 @@ struct Scheduler {
     progress: Arc<Progress>,
     lanes: HashMap<String, Lane>,
     events: mpsc::UnboundedSender<Event>,
+    /// To `write_results`.
+    results: mpsc::UnboundedSender<Results>,
     shutdown: CancellationToken,
     /// Attempts, finishes, parks, loads and wake-ups in flight.
     tasks: JoinSet<()>,
@@ -512,7 +572,7 @@ impl Scheduler {
         schedule: herald_domain::retry::RetrySchedule,
     ) {
         let shared = self.shared.clone();
-        let progress = self.progress.clone();
+        let results = self.results.clone();
         let shutdown = self.shutdown.clone();
         self.tasks.spawn(async move {
             let task = &job.task;
@@ -542,9 +602,7 @@ impl Scheduler {
                 .into_iter()
                 .map(|out| shared.to_record(out))
                 .collect();
-            if crate::append_until_done(&shared.log, records, &shutdown).await {
-                progress.finish(&job.position);
-            }
+            let _ = results.send((records, job.position));
         });
     }
 
@@ -555,19 +613,12 @@ impl Scheduler {
             ?delay,
             "lane full; parking a task"
         );
-        let shared = self.shared.clone();
-        let progress = self.progress.clone();
-        let shutdown = self.shutdown.clone();
-        self.tasks.spawn(async move {
-            let task = DeliveryTask {
-                not_before: now_ms() + delay.as_millis() as i64,
-                ..job.task
-            };
-            let record = shared.to_record(Outgoing::Retry { task, delay });
-            if crate::append_until_done(&shared.log, vec![record], &shutdown).await {
-                progress.finish(&job.position);
-            }
-        });
+        let task = DeliveryTask {
+            not_before: now_ms() + delay.as_millis() as i64,
+            ..job.task
+        };
+        let record = self.shared.to_record(Outgoing::Retry { task, delay });
+        let _ = self.results.send((vec![record], job.position));
     }
 }
 
