@@ -67,7 +67,9 @@ impl Progress {
 
     fn finish_all(&self, positions: &[LogPosition]) {
         let mut tracker = self.tracker.lock().expect("not poisoned");
-        positions.iter().for_each(|position| tracker.finish(position));
+        positions
+            .iter()
+            .for_each(|position| tracker.finish(position));
         drop(tracker);
         self.room.notify_one();
     }
@@ -206,6 +208,8 @@ enum Event {
         job: Box<Job>,
         report: crate::AttemptReport,
         endpoint: Option<Box<Endpoint>>,
+        /// The tenant's failure threshold now (webhook endpoints).
+        threshold: Option<u32>,
     },
     Wake(String),
 }
@@ -443,6 +447,7 @@ impl Scheduler {
                 job,
                 report,
                 endpoint,
+                threshold,
             } => {
                 let Some(lane) = self.lanes.get_mut(&key) else {
                     return; // lanes with work in flight are never dropped
@@ -457,7 +462,12 @@ impl Scheduler {
                     lane.observe(endpoint);
                 }
                 let verdict = match &mut lane.health {
-                    LaneHealth::Ready(health) => health.record(&report, now_ms()),
+                    LaneHealth::Ready(health) => {
+                        if let Some(threshold) = threshold {
+                            health.threshold = threshold.max(1);
+                        }
+                        health.record(&report, now_ms())
+                    }
                     _ => HealthVerdict::Untracked,
                 };
                 if let HealthVerdict::Disabled { reason, .. } = &verdict {
@@ -524,7 +534,7 @@ impl Scheduler {
             let shutdown = self.shutdown.clone();
             let key = key.to_owned();
             self.tasks.spawn(async move {
-                let Some((report, endpoint)) =
+                let Some((report, endpoint, threshold)) =
                     shared.attempt(&job.task, disabled_at, &shutdown).await
                 else {
                     return; // shutting down: the record stays uncommitted
@@ -534,6 +544,7 @@ impl Scheduler {
                     job: Box::new(job),
                     report,
                     endpoint: endpoint.map(Box::new),
+                    threshold,
                 });
             });
         }

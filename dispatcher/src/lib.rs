@@ -111,6 +111,7 @@ struct Shared {
     tiers: Vec<(Duration, String)>,
     endpoint_cache: moka::future::Cache<(TenantId, EndpointId), Option<Endpoint>>,
     endpoints_cache: moka::future::Cache<TenantId, Arc<Vec<Endpoint>>>,
+    threshold_cache: moka::future::Cache<TenantId, u32>,
 }
 
 pub struct Dispatcher {
@@ -141,6 +142,10 @@ impl Dispatcher {
                     .time_to_live(CACHE_TTL)
                     .build(),
                 endpoints_cache: moka::future::Cache::builder()
+                    .max_capacity(10_000)
+                    .time_to_live(CACHE_TTL)
+                    .build(),
+                threshold_cache: moka::future::Cache::builder()
                     .max_capacity(10_000)
                     .time_to_live(CACHE_TTL)
                     .build(),
@@ -377,8 +382,16 @@ impl Shared {
         task: &DeliveryTask,
         disabled_at: Option<i64>,
         shutdown: &CancellationToken,
-    ) -> Option<(AttemptReport, Option<Endpoint>)> {
+    ) -> Option<(AttemptReport, Option<Endpoint>, Option<u32>)> {
         let (report, endpoint) = self.attempt_once(task, disabled_at, shutdown).await?;
+        // The tenant's threshold as it is now, so a change reaches a running lane.
+        let threshold = match &endpoint {
+            Some(endpoint) => Some(
+                self.failure_threshold(&endpoint.tenant_id, shutdown)
+                    .await?,
+            ),
+            None => None,
+        };
         tracing::debug!(
             delivery_id = task.delivery_id,
             attempt = task.attempt,
@@ -386,7 +399,25 @@ impl Shared {
             skipped = report.skipped,
             "attempted"
         );
-        Some((report, endpoint))
+        Some((report, endpoint, threshold))
+    }
+
+    /// A tenant's endpoint failure threshold, cached briefly. `None` when shutting down.
+    async fn failure_threshold(
+        &self,
+        tenant: &TenantId,
+        shutdown: &CancellationToken,
+    ) -> Option<u32> {
+        if let Some(cached) = self.threshold_cache.get(tenant).await {
+            return Some(cached);
+        }
+        let threshold = retrying(shutdown, "read a tenant", || self.store.tenant(tenant))
+            .await?
+            .map_or(DEFAULT_ENDPOINT_FAILURE_THRESHOLD, |t| {
+                t.endpoint_failure_threshold()
+            });
+        self.threshold_cache.insert(tenant.clone(), threshold).await;
+        Some(threshold)
     }
 
     async fn attempt_once(
@@ -483,11 +514,7 @@ impl Shared {
         shutdown: &CancellationToken,
     ) -> Option<(EndpointHealth, Option<Endpoint>)> {
         let endpoint = self.endpoint(tenant, id, shutdown).await?;
-        let threshold = retrying(shutdown, "read a tenant", || self.store.tenant(tenant))
-            .await?
-            .map_or(DEFAULT_ENDPOINT_FAILURE_THRESHOLD, |t| {
-                t.endpoint_failure_threshold()
-            });
+        let threshold = self.failure_threshold(tenant, shutdown).await?;
         let last = retrying(shutdown, "read an attempt log", || {
             self.store.attempts(tenant, id, None, 1)
         })

@@ -238,11 +238,12 @@ impl Server {
             );
         }
         let secret_key = match &config.secret_key {
-            Some(text) => Some(
+            // Compose files pass an unset variable on as an empty one.
+            Some(text) if !text.0.trim().is_empty() => Some(
                 SecretKey::from_base64(&text.0)
                     .map_err(|err| anyhow::anyhow!("HERALD_SECRET_KEY: {err}"))?,
             ),
-            None => {
+            _ => {
                 if roles.ingest {
                     tracing::warn!(
                         "HERALD_SECRET_KEY is not set: webhook signing secrets are stored in clear"

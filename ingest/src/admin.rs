@@ -1,4 +1,5 @@
-//! `POST /v1/admin/tenants`: creates a tenant and its first API key.
+//! `POST /v1/admin/tenants` creates a tenant and its first API key;
+//! `PATCH /v1/admin/tenants/{id}` changes its name, plan or endpoint failure threshold.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -10,7 +11,7 @@ use herald_domain::model::{ApiKeyRecord, Plan, Tenant};
 use herald_http::api::TenantOut;
 use herald_http::auth::Admin;
 use herald_http::validate::Validator;
-use herald_http::{ApiError, ValidJson};
+use herald_http::{ApiError, ValidJson, ValidPath};
 use herald_schemas::{ApiKeyCreated, HeraldEvent, TenantUpserted};
 use herald_store::ReadModelWrite;
 use serde::{Deserialize, Serialize};
@@ -110,4 +111,77 @@ pub(crate) async fn create_tenant(
             api_key: key.secret,
         }),
     ))
+}
+
+/// `PATCH` fields: absent leaves a field as it is.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TenantPatch {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    plan: Option<PlanIn>,
+    /// `null` goes back to the default (10).
+    #[serde(default, deserialize_with = "present")]
+    endpoint_failure_threshold: Option<Option<u32>>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Option<u32>>, D::Error> {
+    Option::<u32>::deserialize(deserializer).map(Some)
+}
+
+pub(crate) async fn update_tenant(
+    State(state): State<IngestState>,
+    _admin: Admin,
+    ValidPath(id): ValidPath<String>,
+    ValidJson(patch): ValidJson<TenantPatch>,
+) -> Result<Json<TenantOut>, ApiError> {
+    let id = TenantId::parse(&id).map_err(|_| ApiError::NotFound("tenant"))?;
+    let mut tenant = state
+        .store
+        .tenant(&id)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or(ApiError::NotFound("tenant"))?;
+    let mut v = Validator::new();
+    if let Some(name) = &patch.name {
+        v.length("name", name.trim(), 1, 200);
+    }
+    if let Some(rate) = patch.plan.as_ref().and_then(|p| p.rate_limit_per_minute) {
+        v.check(
+            (1..=1_000_000).contains(&rate),
+            "plan.rate_limit_per_minute",
+            || "must be between 1 and 1000000".into(),
+        );
+    }
+    if let Some(Some(threshold)) = patch.endpoint_failure_threshold {
+        v.check(
+            (1..=1000).contains(&threshold),
+            "endpoint_failure_threshold",
+            || "must be between 1 and 1000".into(),
+        );
+    }
+    v.finish()?;
+    if let Some(name) = patch.name {
+        tenant.name = name.trim().to_owned();
+    }
+    if let Some(plan) = patch.plan {
+        if plan.monthly_quota.is_some() {
+            tenant.plan.monthly_quota = plan.monthly_quota;
+        }
+        if let Some(rate) = plan.rate_limit_per_minute {
+            tenant.plan.rate_limit_per_minute = rate;
+        }
+    }
+    if let Some(threshold) = patch.endpoint_failure_threshold {
+        tenant.endpoint_failure_threshold = threshold;
+    }
+    tenant.updated_at = Utc::now().max(tenant.updated_at + chrono::TimeDelta::milliseconds(1));
+    let events = [HeraldEvent::TenantUpserted(TenantUpserted::from(&tenant))];
+    state
+        .append_control(&events, vec![ReadModelWrite::Tenant(tenant.clone())])
+        .await?;
+    Ok(Json(TenantOut::from(&tenant)))
 }

@@ -60,6 +60,7 @@ impl FromRef<IngestState> for AdminToken {
 pub fn router(state: IngestState) -> Router {
     Router::new()
         .route("/v1/admin/tenants", post(admin::create_tenant))
+        .route("/v1/admin/tenants/{id}", patch(admin::update_tenant))
         .route("/v1/webhooks", post(webhooks::create_endpoint))
         .route(
             "/v1/webhooks/{id}",

@@ -628,3 +628,101 @@ async fn endpoints_can_be_read_changed_and_deleted() {
     assert!(receiver.received("/b").is_empty());
     herald.stop().await;
 }
+
+#[tokio::test]
+async fn the_threshold_can_be_changed_for_a_tenant_with_live_endpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let herald = TestHerald::start(test_config(dir.path())).await;
+    let receiver = TestReceiver::start().await;
+    let created = herald
+        .admin()
+        .post("/v1/admin/tenants", json!({ "name": "Acme" }), 201)
+        .await;
+    assert_eq!(created["tenant"]["endpoint_failure_threshold"], 10);
+    let tenant_id = created["tenant"]["id"].as_str().unwrap().to_owned();
+    let client = herald.client(Some(created["api_key"].as_str().unwrap()));
+    let (id, _) = endpoint(
+        &client,
+        json!({ "url": receiver.url("/down"), "retry_schedule": [] }),
+    )
+    .await;
+    receiver.always("/down", Reply::Status(502));
+    let first = event(&client, "order.paid", 0).await;
+    client
+        .delivery_reaches(&webhook_delivery_id(&first, &id), "failed")
+        .await;
+    assert_eq!(endpoint_is_active(&client, &id).await["is_active"], true);
+
+    let patched = herald
+        .admin()
+        .patch(
+            &format!("/v1/admin/tenants/{tenant_id}"),
+            json!({ "endpoint_failure_threshold": 2 }),
+            200,
+        )
+        .await;
+    assert_eq!(patched["endpoint_failure_threshold"], 2);
+    // The dispatcher picks the new threshold up within its cache's second: keep failing.
+    let mut n = 1;
+    eventually(
+        "the endpoint to be disabled under the new threshold",
+        DEADLINE,
+        || {
+            n += 1;
+            let client = client.clone();
+            let id = id.clone();
+            async move {
+                let evt = event(&client, "order.paid", n).await;
+                client
+                    .delivery_reaches(&webhook_delivery_id(&evt, &id), "failed")
+                    .await;
+                (endpoint_is_active(&client, &id).await["is_active"] == false).then_some(())
+            }
+        },
+    )
+    .await;
+    let errors = herald
+        .admin()
+        .patch(
+            &format!("/v1/admin/tenants/{tenant_id}"),
+            json!({ "endpoint_failure_threshold": 0 }),
+            422,
+        )
+        .await;
+    assert!(errors["details"]["field_errors"]["endpoint_failure_threshold"].is_array());
+    herald.stop().await;
+}
+
+#[tokio::test]
+async fn an_allowlisted_network_is_reachable_and_nothing_else_private_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = herald::Config {
+        allow_private_targets: false,
+        allowed_target_cidrs: "127.0.0.1/32".into(),
+        ..test_config(dir.path())
+    };
+    let herald = TestHerald::start(config).await;
+    let receiver = TestReceiver::start().await;
+    let client = herald.tenant("Acme").await;
+    let (id, _) = endpoint(&client, json!({ "url": receiver.url("/dev") })).await;
+    let evt = event(&client, "order.paid", 1).await;
+    client
+        .delivery_reaches(&webhook_delivery_id(&evt, &id), "delivered")
+        .await;
+    for url in [
+        "http://127.0.0.2/x",
+        "http://[::1]/x",
+        "http://10.0.0.1/x",
+        "http://169.254.169.254/latest/meta-data",
+    ] {
+        let answer = client
+            .request(
+                reqwest::Method::POST,
+                "/v1/webhooks",
+                Some(json!({ "url": url })),
+            )
+            .await;
+        assert_eq!(answer.status, 422, "{url} must be refused: {}", answer.body);
+    }
+    herald.stop().await;
+}
