@@ -619,13 +619,12 @@ mod tests {
                 "herald.retry.50ms",
                 "herald.retry.1s",
                 "herald.retry.5s",
-                "herald.retry.30s",
-                "herald.retry.2m",
+                "herald.retry.10s",
+                "herald.retry.1m",
                 "herald.retry.5m",
                 "herald.retry.10m",
                 "herald.retry.1h",
-                "herald.retry.2h",
-                "herald.retry.5h"
+                "herald.retry.2h"
             ]
         );
     }

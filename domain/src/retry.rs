@@ -114,14 +114,16 @@ pub fn with_jitter(delay: Duration, seed: &str, attempt: u32) -> Duration {
 /// The fixed ladder of retry tiers every deployment has, whatever its schedules: a wait is
 /// spent hopping down the ladder (see the dispatcher's timers), so per-endpoint schedules,
 /// jitter and `Retry-After` need no tier of their own.
-pub const TIER_LADDER: [Duration; 7] = [
+///
+/// Each tier is a topic with a consumer group of its own in every dispatcher, so the ladder is
+/// short: a long wait makes a few more hops (a 10 h wait is ten in the 1 h tier), and only the
+/// shortest tier's delay bounds how late a task can be.
+pub const TIER_LADDER: [Duration; 5] = [
     Duration::from_secs(1),
-    Duration::from_secs(5),
-    Duration::from_secs(30),
-    Duration::from_secs(120),
+    Duration::from_secs(10),
+    Duration::from_secs(60),
     Duration::from_secs(600),
     Duration::from_secs(3600),
-    Duration::from_secs(5 * 3600),
 ];
 
 /// The retry tiers: the ladder plus the default schedule's own delays (so a short test
