@@ -75,7 +75,10 @@ pub fn router(state: IngestState) -> Router {
             "/v1/deliveries/{id}/retry",
             post(deliveries::retry_delivery),
         )
-        .route("/v1/templates/{slug}", put(templates::put_template))
+        .route(
+            "/v1/templates/{slug}",
+            put(templates::put_template).delete(templates::delete_template),
+        )
         .route("/v1/send", post(send::send))
         .route("/v1/events", post(events::post_event))
         .with_state(state)

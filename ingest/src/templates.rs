@@ -1,4 +1,4 @@
-//! `PUT /v1/templates/{slug}`: creates or replaces a template.
+//! `PUT /v1/templates/{slug}` creates or replaces a template; `DELETE` removes it.
 
 use std::collections::BTreeMap;
 
@@ -14,7 +14,7 @@ use herald_http::api::TemplateOut;
 use herald_http::auth::Caller;
 use herald_http::validate::Validator;
 use herald_http::{ApiError, ValidJson, ValidPath};
-use herald_schemas::{HeraldEvent, TemplateUpserted};
+use herald_schemas::{HeraldEvent, TemplateDeleted, TemplateUpserted};
 use herald_store::ReadModelWrite;
 use serde::Deserialize;
 
@@ -105,6 +105,35 @@ pub(crate) async fn put_template(
         .append_control(&events, vec![ReadModelWrite::Template(template.clone())])
         .await?;
     Ok((status, Json(TemplateOut::from(&template))))
+}
+
+/// Sends that name the template afterwards get `422 template_not_found`; deliveries already
+/// accepted carry their rendered content and are not affected.
+pub(crate) async fn delete_template(
+    State(state): State<IngestState>,
+    caller: Caller,
+    ValidPath(slug): ValidPath<String>,
+) -> Result<StatusCode, ApiError> {
+    let template = state
+        .store
+        .template(&caller.tenant_id, &slug)
+        .await?
+        .ok_or(ApiError::NotFound("template"))?;
+    // After the version it removes, even if the clock has not moved.
+    let at = Utc::now().max(template.updated_at + chrono::TimeDelta::milliseconds(1));
+    let events = [HeraldEvent::TemplateDeleted(TemplateDeleted {
+        tenant_id: caller.tenant_id.to_string(),
+        template_id: template.id.to_string(),
+        slug: slug.clone(),
+        deleted_at: at.timestamp_millis(),
+    })];
+    let write = ReadModelWrite::TemplateDeleted {
+        tenant_id: caller.tenant_id,
+        slug,
+        at,
+    };
+    state.append_control(&events, vec![write]).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[cfg(test)]

@@ -59,6 +59,7 @@ pub fn router(state: QueryState) -> Router {
         .route("/v1/webhooks", get(list_endpoints))
         .route("/v1/webhooks/{id}", get(get_endpoint))
         .route("/v1/webhooks/{id}/attempts", get(list_attempts))
+        .route("/v1/templates", get(list_templates))
         .route("/v1/templates/{slug}", get(get_template))
         .with_state(state)
 }
@@ -89,6 +90,42 @@ async fn get_template(
         .await?
         .ok_or(ApiError::NotFound("template"))?;
     Ok(Json(TemplateOut::from(&template)))
+}
+
+/// Templates by slug; the cursor is the last slug of the previous page.
+async fn list_templates(
+    State(state): State<QueryState>,
+    caller: Caller,
+    query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Page<TemplateOut>>, ApiError> {
+    let Query(query) = query.map_err(|err| ApiError::field("query", err.body_text()))?;
+    let limit = query.limit()?;
+    let templates = state.store.templates(&caller.tenant_id).await?;
+    let after: Vec<_> = templates
+        .iter()
+        .filter(|t| {
+            query
+                .cursor
+                .as_deref()
+                .is_none_or(|cursor| t.slug.as_str() > cursor)
+        })
+        .collect();
+    let has_more = after.len() > limit;
+    let data: Vec<TemplateOut> = after
+        .iter()
+        .take(limit)
+        .map(|t| TemplateOut::from(*t))
+        .collect();
+    let next_cursor = if has_more {
+        data.last().map(|t| t.slug.clone())
+    } else {
+        None
+    };
+    Ok(Json(Page {
+        data,
+        next_cursor,
+        has_more,
+    }))
 }
 
 #[derive(Debug, Deserialize)]

@@ -46,6 +46,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     tenant_round_trip(store).await;
     api_key_round_trip(store).await;
     template_round_trip(store).await;
+    templates_are_listed_by_slug(store).await;
     endpoint_round_trip(store).await;
     optional_settings_round_trip(store).await;
     recipient_round_trip(store).await;
@@ -312,6 +313,40 @@ pub async fn template_round_trip(store: &dyn Store) {
     assert_eq!(
         read, None,
         "template_round_trip: a prefix of a slug must not find the template"
+    );
+}
+
+/// A tenant's templates are listed in slug order, without deleted ones or other tenants'.
+pub async fn templates_are_listed_by_slug(store: &dyn Store) {
+    let tenant_id = TenantId::generate();
+    let other = TenantId::generate();
+    let writes = ["welcome", "alpha", "receipt", "gone"]
+        .iter()
+        .map(|slug| ReadModelWrite::Template(template(&tenant_id, slug, "Hi", 10)))
+        .chain([ReadModelWrite::Template(template(&other, "beta", "Hi", 10))])
+        .collect();
+    apply(store, writes, "writing templates").await;
+    apply(
+        store,
+        vec![ReadModelWrite::TemplateDeleted {
+            tenant_id: tenant_id.clone(),
+            slug: "gone".into(),
+            at: at(20),
+        }],
+        "deleting a template",
+    )
+    .await;
+    let listed = ok(store.templates(&tenant_id).await, "listing templates");
+    let slugs: Vec<&str> = listed.iter().map(|t| t.slug.as_str()).collect();
+    assert_eq!(
+        slugs,
+        ["alpha", "receipt", "welcome"],
+        "templates_are_listed_by_slug: slug order, no deleted template, no other tenant's"
+    );
+    assert_eq!(
+        ok(store.templates(&TenantId::generate()).await, "listing none"),
+        Vec::new(),
+        "templates_are_listed_by_slug: a tenant without templates lists none"
     );
 }
 

@@ -424,6 +424,16 @@ impl Store for EmbeddedStore {
         get(&self.inner.endpoints, &key(&[tenant.as_str(), id.as_str()]))
     }
 
+    async fn templates(&self, tenant: &TenantId) -> Result<Vec<Template>> {
+        // Keys are `tenant/slug`, so a prefix scan yields them in slug order.
+        let mut templates = Vec::new();
+        for guard in self.inner.templates.prefix(prefix(&[tenant.as_str()])) {
+            let (k, v) = guard.into_inner()?;
+            templates.push(decode(&k, &v)?);
+        }
+        Ok(templates)
+    }
+
     async fn endpoints(&self, tenant: &TenantId) -> Result<Vec<Endpoint>> {
         let mut endpoints = Vec::new();
         for guard in self.inner.endpoints.prefix(prefix(&[tenant.as_str()])) {

@@ -199,6 +199,8 @@ pub trait Store: Send + Sync + 'static {
     async fn tenant(&self, id: &TenantId) -> Result<Option<Tenant>>;
     async fn api_key_by_hash(&self, key_hash: &str) -> Result<Option<ApiKeyRecord>>;
     async fn template(&self, tenant: &TenantId, slug: &str) -> Result<Option<Template>>;
+    /// Every template of a tenant, by slug.
+    async fn templates(&self, tenant: &TenantId) -> Result<Vec<Template>>;
     async fn endpoint(&self, tenant: &TenantId, id: &EndpointId) -> Result<Option<Endpoint>>;
     /// Every endpoint of a tenant, oldest first.
     async fn endpoints(&self, tenant: &TenantId) -> Result<Vec<Endpoint>>;

@@ -268,6 +268,7 @@ struct Statements {
     insert_template: PreparedStatement,
     delete_template: PreparedStatement,
     select_template: PreparedStatement,
+    select_templates: PreparedStatement,
     insert_endpoint: PreparedStatement,
     delete_endpoint: PreparedStatement,
     select_endpoint: PreparedStatement,
@@ -369,6 +370,12 @@ impl Statements {
             .await?,
             select_template: prepare(
                 format!("SELECT doc FROM {ks}.templates WHERE tenant_id = ? AND slug = ?"),
+                Idempotent,
+            )
+            .await?,
+            // One partition per tenant, clustered by slug: the list comes out in slug order.
+            select_templates: prepare(
+                format!("SELECT doc FROM {ks}.templates WHERE tenant_id = ?"),
                 Idempotent,
             )
             .await?,
@@ -1013,6 +1020,18 @@ impl Store for ScyllaStore {
                 || format!("templates/{}/{slug}", tenant.as_str()),
             )
             .await
+    }
+
+    async fn templates(&self, tenant: &TenantId) -> Result<Vec<Template>> {
+        let rows: Vec<(Option<String>,)> = self
+            .inner
+            .read_all(&self.inner.statements.select_templates, (tenant.as_str(),))
+            .await?;
+        let key = format!("templates/{}", tenant.as_str());
+        rows.into_iter()
+            .filter_map(|(doc,)| doc)
+            .map(|doc| codec::decode_doc(&key, &doc))
+            .collect()
     }
 
     async fn endpoint(&self, tenant: &TenantId, id: &EndpointId) -> Result<Option<Endpoint>> {

@@ -26,6 +26,7 @@ conformance_tests!(
     tenant_round_trip,
     api_key_round_trip,
     template_round_trip,
+    templates_are_listed_by_slug,
     endpoint_round_trip,
     optional_settings_round_trip,
     recipient_round_trip,

@@ -8,4 +8,5 @@ mod restart;
 mod retries;
 mod security;
 mod support;
+mod templates;
 mod webhooks;
