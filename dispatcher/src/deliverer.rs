@@ -418,7 +418,20 @@ impl Scheduler {
         let lane = self.lanes.get_mut(&key).expect("inserted above");
         lane.last_active = Instant::now();
         let job = Job { task, position };
-        if lane.queue.len() >= self.shared.config.lane_queue {
+        // A lane parks its overflow once its queue is full, or earlier once the records in
+        // progress near the reading limit, so a few slow lanes cannot use up the whole budget
+        // and stop reading for everyone.
+        let concurrency = self.shared.config.endpoint_concurrency;
+        let budget_filling = self
+            .progress
+            .tracker
+            .lock()
+            .expect("not poisoned")
+            .in_progress()
+            > self.shared.config.max_in_progress / 2;
+        if lane.queue.len() >= self.shared.config.lane_queue
+            || (budget_filling && lane.queue.len() >= 2 * concurrency)
+        {
             let delay = lane.drain_estimate(self.shared.config.endpoint_concurrency);
             self.park(job, delay);
             return;
@@ -506,8 +519,9 @@ impl Scheduler {
                 LaneHealth::Ready(health) if !health.may_start(lane.in_flight) => return,
                 _ => {}
             }
-            // A disabled endpoint's tasks are failed without a request: no limits apply.
-            if disabled_at.is_none() {
+            // The limits hold for a disabled lane too: its tasks are mostly failed without a
+            // request, but one that finds the endpoint re-enabled meanwhile does send.
+            {
                 if lane.in_flight >= concurrency {
                     return;
                 }

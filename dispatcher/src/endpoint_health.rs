@@ -70,9 +70,16 @@ impl EndpointHealth {
 
     /// Whether another attempt may start while `in_flight` are running.
     pub fn may_start(&self, in_flight: usize) -> bool {
+        let failures = self.consecutive_failures as usize;
+        let threshold = self.threshold as usize;
         // A disabled endpoint's tasks are skipped without a request: nothing to limit.
         self.disabled_at.is_some()
-            || (self.consecutive_failures as usize + in_flight) < self.threshold as usize
+            || failures + in_flight < threshold
+            // At or over the threshold without being disabled (the threshold was lowered, or
+            // a restart read the count before the disabling was projected): one attempt at a
+            // time, whose outcome either resets the count or disables the endpoint. Never
+            // stuck.
+            || (failures >= threshold && in_flight == 0)
     }
 
     /// Takes in the endpoint as the store has it now.
@@ -260,6 +267,24 @@ mod tests {
         // Disabled by someone else: noticed.
         health.observe(&endpoint(false, 3_000));
         assert!(health.is_disabled());
+    }
+
+    #[test]
+    fn a_count_at_the_threshold_without_a_disable_probes_once_and_never_sticks() {
+        // E.g. the tenant's threshold was lowered to 5 while the endpoint had 7 failures.
+        let mut health = EndpointHealth::new(7, 5);
+        assert!(health.may_start(0));
+        assert!(!health.may_start(1));
+        assert!(matches!(
+            health.record(&answered(500), 1),
+            HealthVerdict::Disabled {
+                consecutive_failures: 8,
+                ..
+            }
+        ));
+        let mut recovering = EndpointHealth::new(7, 5);
+        recovering.record(&answered(200), 1);
+        assert!(recovering.may_start(4) && !recovering.may_start(5));
     }
 
     #[test]

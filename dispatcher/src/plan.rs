@@ -325,9 +325,15 @@ fn endpoint_disabled(
             disabled_at: now_ms,
         },
     ))];
+    // Derived from the attempt that disabled it, so re-processing that attempt announces the
+    // disabling under the same `webhook-id`.
     let event_id = EventId::derive(
-        now_ms,
-        format!("{endpoint_id}/disabled/{now_ms}").as_bytes(),
+        task.created_at,
+        format!(
+            "{endpoint_id}/disabled/{}/{}",
+            task.delivery_id, task.attempt
+        )
+        .as_bytes(),
     )
     .to_string();
     let data = serde_json::json!({

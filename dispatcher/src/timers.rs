@@ -18,6 +18,7 @@ use herald_log::{ConsumedRecord, LogPosition, OutgoingRecord, StartPosition};
 use herald_schemas::{DeliveryTask, HeraldEvent};
 use tokio_util::sync::CancellationToken;
 
+use crate::offsets::OffsetTracker;
 use crate::plan::Outgoing;
 use crate::{append_until_done, now_ms, pause, DispatchError, Shared};
 
@@ -83,43 +84,83 @@ pub(crate) async fn run(
                 continue;
             }
         };
+        // A batch spans partitions: release in order of release time, not of partition, so
+        // no partition's head waits behind another partition's tail. Commits then cover only
+        // the done prefix of each partition (`OffsetTracker`), never a record still held.
+        let mut progress = OffsetTracker::default();
+        // (release time, position, task and when it was appended to this tier)
+        let mut held: Vec<(i64, LogPosition, Option<(DeliveryTask, i64)>)> = records
+            .iter()
+            .map(|record| {
+                progress.begin(&record.position());
+                let task = decode_task(record);
+                let release = task.as_ref().map_or(i64::MIN, |task| {
+                    let tier_end = record
+                        .timestamp_ms
+                        .saturating_add(tier_delay.as_millis() as i64);
+                    task.not_before.min(tier_end)
+                });
+                (
+                    release,
+                    record.position(),
+                    task.map(|task| (task, record.timestamp_ms)),
+                )
+            })
+            .collect();
+        held.sort_by_key(|(release, _, _)| *release);
         // Released tasks are appended before the loop waits for the next one, so a task is
-        // never held back by a later one in the same batch.
+        // never held back by a later one.
         let mut released: Vec<OutgoingRecord> = Vec::new();
         let mut done: Vec<LogPosition> = Vec::new();
-        for record in records {
-            let Some(task) = decode_task(&record) else {
-                done.push(record.position());
+        for (_, position, task) in held {
+            let Some((task, appended)) = task else {
+                done.push(position);
                 continue;
             };
             let outgoing = loop {
-                match step(task.not_before, record.timestamp_ms, tier_delay, now_ms()) {
+                match step(task.not_before, appended, tier_delay, now_ms()) {
                     TimerStep::Wait(wait) => {
-                        if !flush(&shared, &mut consumer, &mut released, &mut done, &shutdown).await
+                        if !flush(
+                            &shared,
+                            &mut consumer,
+                            &mut progress,
+                            &mut released,
+                            &mut done,
+                            &shutdown,
+                        )
+                        .await
                             || pause(&shutdown, wait).await
                         {
                             return Ok(());
                         }
                     }
-                    TimerStep::Due => {
-                        break Outgoing::Event(HeraldEvent::DeliveryTask(task));
-                    }
+                    TimerStep::Due => break Outgoing::Event(HeraldEvent::DeliveryTask(task)),
                     TimerStep::Hop(rest) => break Outgoing::Retry { task, delay: rest },
                 }
             };
             released.push(shared.to_record(outgoing));
-            done.push(record.position());
+            done.push(position);
         }
-        if !flush(&shared, &mut consumer, &mut released, &mut done, &shutdown).await {
+        if !flush(
+            &shared,
+            &mut consumer,
+            &mut progress,
+            &mut released,
+            &mut done,
+            &shutdown,
+        )
+        .await
+        {
             return Ok(());
         }
     }
 }
 
-/// Appends the released tasks, then commits the records they came from; false if shut down.
+/// Appends the released tasks, then commits what is done; false if shut down.
 async fn flush(
     shared: &Shared,
     consumer: &mut Box<dyn herald_log::LogConsumer>,
+    progress: &mut OffsetTracker,
     released: &mut Vec<OutgoingRecord>,
     done: &mut Vec<LogPosition>,
     shutdown: &CancellationToken,
@@ -127,8 +168,9 @@ async fn flush(
     if !append_until_done(&shared.log, std::mem::take(released), shutdown).await {
         return false;
     }
-    let positions = crate::last_positions_of(done);
-    done.clear();
+    done.drain(..)
+        .for_each(|position| progress.finish(&position));
+    let positions = progress.take_committable();
     if !positions.is_empty() {
         if let Err(err) = consumer.commit(&positions).await {
             // Released tasks may be released again after a restart: at most a repeated attempt.

@@ -104,7 +104,7 @@ impl SignatureScheme {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Endpoint {
     pub id: EndpointId,
     pub tenant_id: TenantId,
@@ -133,6 +133,29 @@ pub struct Endpoint {
     pub disabled_reason: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+impl std::fmt::Debug for Endpoint {
+    /// Everything but the secrets, which never reach logs, not even through `{:?}`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("id", &self.id)
+            .field("tenant_id", &self.tenant_id)
+            .field("url", &self.url)
+            .field("events", &self.events)
+            .field("signature_scheme", &self.signature_scheme)
+            .field("secret", &"..")
+            .field(
+                "previous_secret_expires_at",
+                &self.previous_secret_expires_at,
+            )
+            .field("retry_schedule", &self.retry_schedule)
+            .field("rate_limit_per_second", &self.rate_limit_per_second)
+            .field("is_active", &self.is_active)
+            .field("disabled_reason", &self.disabled_reason)
+            .field("updated_at", &self.updated_at)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Endpoint {
@@ -340,6 +363,31 @@ mod tests {
 
     fn at(secs: i64) -> DateTime<Utc> {
         DateTime::from_timestamp(1_700_000_000 + secs, 0).unwrap()
+    }
+
+    #[test]
+    fn endpoint_debug_output_has_no_secret() {
+        let at = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let endpoint = Endpoint {
+            id: EndpointId::generate(),
+            tenant_id: TenantId::generate(),
+            url: "https://example.com".into(),
+            description: None,
+            events: vec![],
+            signature_scheme: SignatureScheme::Standard,
+            secret: "whsec_current-secret".into(),
+            previous_secret: Some("whsec_previous-secret".into()),
+            previous_secret_expires_at: Some(at),
+            retry_schedule: None,
+            rate_limit_per_second: None,
+            is_active: true,
+            disabled_reason: None,
+            created_at: at,
+            updated_at: at,
+        };
+        let shown = format!("{endpoint:?}");
+        assert!(!shown.contains("current-secret") && !shown.contains("previous-secret"));
+        assert!(shown.contains("example.com"));
     }
 
     #[test]

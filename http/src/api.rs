@@ -46,8 +46,8 @@ impl From<&Tenant> for TenantOut {
 }
 
 /// A webhook endpoint. The secret appears only in the answers to its creation and to a
-/// rotation.
-#[derive(Debug, Serialize)]
+/// rotation (and never in `Debug` output).
+#[derive(Serialize)]
 pub struct EndpointOut {
     pub id: String,
     pub url: String,
@@ -65,6 +65,16 @@ pub struct EndpointOut {
     pub updated_at: DateTime<Utc>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
+}
+
+impl std::fmt::Debug for EndpointOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EndpointOut")
+            .field("id", &self.id)
+            .field("url", &self.url)
+            .field("is_active", &self.is_active)
+            .finish_non_exhaustive()
+    }
 }
 
 impl EndpointOut {
