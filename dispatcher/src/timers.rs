@@ -88,8 +88,7 @@ pub(crate) async fn run(
         // no partition's head waits behind another partition's tail. Commits then cover only
         // the done prefix of each partition (`OffsetTracker`), never a record still held.
         let mut progress = OffsetTracker::default();
-        // (release time, position, task and when it was appended to this tier)
-        let mut held: Vec<(i64, LogPosition, Option<(DeliveryTask, i64)>)> = records
+        let mut held: Vec<Held> = records
             .iter()
             .map(|record| {
                 progress.begin(&record.position());
@@ -155,6 +154,10 @@ pub(crate) async fn run(
         }
     }
 }
+
+/// A record of a tier: its release time, its position, and its task with the time it was
+/// appended to the tier (`None`: undecodable, released at once).
+type Held = (i64, LogPosition, Option<(DeliveryTask, i64)>);
 
 /// Appends the released tasks, then commits what is done; false if shut down.
 async fn flush(
