@@ -71,6 +71,26 @@ impl ApiError {
     }
 
     /// The stable code clients branch on (API.md "Codes").
+    /// The error as one item of a batch answer: `{"error", "code", "details"}`, the envelope
+    /// without the request id (the batch's own response carries it).
+    pub fn item(&self) -> serde_json::Value {
+        if let ApiError::Internal(source) = self {
+            tracing::error!(request_id = %request_id::current(), error = %error_chain(source.as_ref()), "a batch item failed");
+        }
+        serde_json::json!({
+            "error": self.message(),
+            "code": self.code(),
+            "details": self.details(),
+        })
+    }
+
+    fn message(&self) -> String {
+        match self {
+            ApiError::Validation(fields) => validation_summary(fields),
+            other => other.to_string(),
+        }
+    }
+
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::InvalidJson(_) => "invalid_json",
@@ -109,12 +129,8 @@ impl IntoResponse for ApiError {
         if let ApiError::Internal(source) = &self {
             tracing::error!(request_id = %request_id, error = %error_chain(source.as_ref()), "request failed");
         }
-        let message = match &self {
-            ApiError::Validation(fields) => validation_summary(fields),
-            other => other.to_string(),
-        };
         let body = ErrorBody {
-            error: message,
+            error: self.message(),
             code: self.code(),
             request_id,
             details: self.details(),

@@ -80,6 +80,7 @@ pub fn router(state: IngestState) -> Router {
             put(templates::put_template).delete(templates::delete_template),
         )
         .route("/v1/send", post(send::send))
+        .route("/v1/send/batch", post(send::send_batch))
         .route("/v1/events", post(events::post_event))
         .with_state(state)
 }

@@ -1,4 +1,5 @@
-//! `POST /v1/send`: one notification to one recipient.
+//! `POST /v1/send`: one notification to one recipient; `POST /v1/send/batch`: up to 100, each
+//! accepted or refused on its own, the accepted ones appended together.
 //!
 //! Validation happens here, completely, before anything is appended: the recipient is
 //! resolved (found by id, or found or created by contacts), the channel chosen, and the
@@ -86,11 +87,112 @@ struct RecipientRef {
     id: String,
 }
 
+/// A send, validated and resolved: what to append and what to answer.
+struct Prepared {
+    events: Vec<HeraldEvent>,
+    /// A new or changed recipient, to write through to the store after the append.
+    recipient: Option<Recipient>,
+    out: SendOut,
+}
+
 pub(crate) async fn send(
     State(state): State<IngestState>,
     caller: Caller,
     ValidJson(input): ValidJson<SendIn>,
 ) -> Result<(StatusCode, Json<SendOut>), ApiError> {
+    let prepared = prepare(&state, &caller, input, &mut Vec::new()).await?;
+    match prepared.recipient {
+        Some(recipient) => {
+            state
+                .append_control(&prepared.events, vec![ReadModelWrite::Recipient(recipient)])
+                .await?
+        }
+        None => state.append(&prepared.events).await?,
+    }
+    Ok((StatusCode::ACCEPTED, Json(prepared.out)))
+}
+
+/// The most messages one batch may hold.
+const MAX_BATCH: usize = 100;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BatchIn {
+    messages: Vec<Value>,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct BatchOut {
+    total: usize,
+    queued: usize,
+    failed: usize,
+    results: Vec<Value>,
+}
+
+/// Each message is validated and resolved on its own; the accepted ones reach the log in one
+/// append. Recipients created by one message are found by the next ones of the same batch.
+pub(crate) async fn send_batch(
+    State(state): State<IngestState>,
+    caller: Caller,
+    ValidJson(input): ValidJson<BatchIn>,
+) -> Result<(StatusCode, Json<BatchOut>), ApiError> {
+    let count = input.messages.len();
+    if !(1..=MAX_BATCH).contains(&count) {
+        return Err(ApiError::field(
+            "messages",
+            format!("give 1 to {MAX_BATCH} messages, not {count}"),
+        ));
+    }
+    let mut known = Vec::new();
+    let mut events = Vec::new();
+    let mut results = Vec::with_capacity(count);
+    for (index, message) in input.messages.into_iter().enumerate() {
+        let prepared = match serde_json::from_value::<SendIn>(message) {
+            Ok(message) => prepare(&state, &caller, message, &mut known).await,
+            Err(err) => Err(ApiError::field(
+                format!("messages[{index}]"),
+                err.to_string(),
+            )),
+        };
+        match prepared {
+            Ok(prepared) => {
+                events.extend(prepared.events);
+                let mut item = serde_json::to_value(&prepared.out).map_err(ApiError::internal)?;
+                item["index"] = index.into();
+                results.push(item);
+            }
+            Err(err) => results.push(serde_json::json!({
+                "index": index,
+                "status": "failed",
+                "error": err.item(),
+            })),
+        }
+    }
+    let queued = results.iter().filter(|r| r["status"] != "failed").count();
+    if !events.is_empty() {
+        // The batch's recipients, each as last resolved.
+        let writes = known.into_iter().map(ReadModelWrite::Recipient).collect();
+        state.append_control(&events, writes).await?;
+    }
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(BatchOut {
+            total: count,
+            queued,
+            failed: count - queued,
+            results,
+        }),
+    ))
+}
+
+/// Validates a send completely and resolves it into the events to append. `known`: the
+/// recipients created or changed earlier in the same request, found before the store's.
+async fn prepare(
+    state: &IngestState,
+    caller: &Caller,
+    input: SendIn,
+    known: &mut Vec<Recipient>,
+) -> Result<Prepared, ApiError> {
     let mut v = Validator::new();
     let not_yet = "is not supported by this version of Herald yet";
     for (field, given) in [
@@ -125,12 +227,12 @@ pub(crate) async fn send(
         .unwrap_or_else(|| Value::Object(Default::default()));
     v.check(vars.is_object(), "vars", || "must be a JSON object".into());
     v.length("template", &input.template, 1, 64);
-    let contacts = validate_recipient(&state, &input.recipient, &mut v);
+    let contacts = validate_recipient(state, &input.recipient, &mut v);
     v.finish()?;
 
     let now = Utc::now();
     let (recipient, recipient_changed) =
-        resolve_recipient(&state, &caller, &input.recipient, contacts, now).await?;
+        resolve_recipient(state, caller, &input.recipient, contacts, now, known).await?;
     let template = state
         .store
         .template(&caller.tenant_id, &input.template)
@@ -178,16 +280,17 @@ pub(crate) async fn send(
         idempotency_key: None,
         requested_at: now.timestamp_millis(),
     }));
-    if recipient_changed {
-        state
-            .append_control(&events, vec![ReadModelWrite::Recipient(recipient.clone())])
-            .await?;
-    } else {
-        state.append(&events).await?;
-    }
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(SendOut {
+    let changed = recipient_changed.then(|| {
+        match known.iter_mut().find(|r| r.id == recipient.id) {
+            Some(slot) => *slot = recipient.clone(),
+            None => known.push(recipient.clone()),
+        }
+        recipient.clone()
+    });
+    Ok(Prepared {
+        events,
+        recipient: changed,
+        out: SendOut {
             status: "queued",
             delivery_id: delivery_id.to_string(),
             channel: channel.as_str(),
@@ -195,8 +298,8 @@ pub(crate) async fn send(
                 id: recipient.id.to_string(),
             },
             template: template.slug,
-        }),
-    ))
+        },
+    })
 }
 
 /// Checks every contact's shape; returns them as domain contacts.
@@ -266,9 +369,13 @@ async fn resolve_recipient(
     input: &RecipientIn,
     contacts: Contacts,
     now: chrono::DateTime<Utc>,
+    known: &[Recipient],
 ) -> Result<(Recipient, bool), ApiError> {
     if let Some(id) = &input.id {
         let id = RecipientId::from_trusted(id);
+        if let Some(recipient) = known.iter().find(|r| r.id == id) {
+            return Ok((recipient.clone(), false));
+        }
         let recipient = state.store.recipient(&caller.tenant_id, &id).await?;
         return recipient
             .map(|r| (r, false))
@@ -278,14 +385,23 @@ async fn resolve_recipient(
         .map(|(kind, value)| (kind, value.map(str::to_owned)));
     for (kind, value) in lookups {
         let Some(value) = value else { continue };
-        let Some(id) = state
-            .store
-            .recipient_by_contact(&caller.tenant_id, kind, &value)
-            .await?
-        else {
-            continue;
+        let earlier = known.iter().find(|r| {
+            herald_store::indexed_contacts(&r.contacts)
+                .iter()
+                .any(|(k, v)| *k == kind && *v == Some(value.as_str()))
+        });
+        let found = match earlier {
+            Some(recipient) => Some(recipient.clone()),
+            None => match state
+                .store
+                .recipient_by_contact(&caller.tenant_id, kind, &value)
+                .await?
+            {
+                Some(id) => state.store.recipient(&caller.tenant_id, &id).await?,
+                None => None,
+            },
         };
-        let Some(mut recipient) = state.store.recipient(&caller.tenant_id, &id).await? else {
+        let Some(mut recipient) = found else {
             continue;
         };
         let before = recipient.clone();
