@@ -16,6 +16,7 @@ use herald_domain::retry::format_delay;
 use herald_domain::secret_box::SecretKey;
 use herald_domain::target::TargetPolicy;
 use herald_http::auth::{AdminToken, Authenticator};
+use herald_http::clock::Clock;
 use herald_ingest::IngestState;
 use herald_log::embedded::{EmbeddedLog, EmbeddedLogOptions};
 use herald_log::kafka::{KafkaLog, KafkaOptions};
@@ -85,6 +86,8 @@ fn needs_local_projection(config: &Config, roles: Roles) -> bool {
 pub struct Backends {
     pub log: Arc<dyn Log>,
     pub store: Arc<dyn Store>,
+    /// The time the APIs read; tests move it.
+    pub clock: Clock,
 }
 
 impl Backends {
@@ -93,6 +96,7 @@ impl Backends {
         Ok(Self {
             log: open_log(config).await?,
             store: open_store(config).await?,
+            clock: Clock::system(),
         })
     }
 }
@@ -217,7 +221,7 @@ impl Server {
         roles: Roles,
         backends: Backends,
     ) -> anyhow::Result<Self> {
-        let Backends { log, store } = backends;
+        let Backends { log, store, clock } = backends;
         let topics = Topics::new(&config.topic_prefix);
         log.ensure_topics(&topic_specs(&config, &topics))
             .await
@@ -268,6 +272,7 @@ impl Server {
                 admin_token: AdminToken(config.admin_token.as_deref().map(Arc::from)),
                 target_policy: policy.clone(),
                 secret_key: secret_key.clone(),
+                clock: clock.clone(),
             }));
         }
         if roles.query_api {

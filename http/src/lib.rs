@@ -10,6 +10,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod clock;
 mod error;
 mod json;
 pub mod request_id;

@@ -25,6 +25,7 @@ use axum::Router;
 use herald_domain::secret_box::SecretKey;
 use herald_domain::target::TargetPolicy;
 use herald_http::auth::{AdminToken, Authenticator};
+use herald_http::clock::Clock;
 use herald_log::Log;
 use herald_schemas::topics::Topics;
 use herald_store::Store;
@@ -42,6 +43,8 @@ pub struct IngestState {
     /// Seals endpoint signing secrets before they reach the log and the store
     /// (`HERALD_SECRET_KEY`); `None` stores them in clear.
     pub secret_key: Option<SecretKey>,
+    /// The time, as sends read it (idempotency windows).
+    pub clock: Clock,
 }
 
 impl FromRef<IngestState> for Authenticator {

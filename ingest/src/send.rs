@@ -20,7 +20,7 @@ use herald_http::auth::Caller;
 use herald_http::validate::Validator;
 use herald_http::{request_id, ApiError, ValidJson};
 use herald_schemas::{HeraldEvent, RecipientUpserted, SendRequested};
-use herald_store::ReadModelWrite;
+use herald_store::{ClaimKey, ClaimOutcome, ReadModelWrite};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -41,7 +41,7 @@ pub(crate) struct SendIn {
     #[serde(default)]
     scheduled_for: Option<Value>,
     #[serde(default)]
-    idempotency_key: Option<Value>,
+    idempotency_key: Option<String>,
     #[serde(default)]
     actions: Option<Value>,
     #[serde(default)]
@@ -95,21 +95,107 @@ struct Prepared {
     out: SendOut,
 }
 
+/// How long an idempotency key is remembered.
+const IDEMPOTENCY_WINDOW: chrono::TimeDelta = chrono::TimeDelta::hours(1);
+/// How long a claimed key may stay pending before another request may take it over.
+const CLAIM_LEASE_MS: i64 = 30_000;
+
 pub(crate) async fn send(
     State(state): State<IngestState>,
     caller: Caller,
     ValidJson(input): ValidJson<SendIn>,
-) -> Result<(StatusCode, Json<SendOut>), ApiError> {
-    let prepared = prepare(&state, &caller, input, &mut Vec::new()).await?;
-    match prepared.recipient {
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let Some(key) = input.idempotency_key.clone() else {
+        let prepared = prepare(
+            &state,
+            &caller,
+            input,
+            &mut Vec::new(),
+            DeliveryId::generate(),
+        )
+        .await?;
+        commit(&state, &prepared).await?;
+        let body = serde_json::to_value(&prepared.out).map_err(ApiError::internal)?;
+        return Ok((StatusCode::ACCEPTED, Json(body)));
+    };
+    if !(1..=128).contains(&key.chars().count()) {
+        return Err(ApiError::field(
+            "idempotency_key",
+            "use 1 to 128 characters",
+        ));
+    }
+    // The key is claimed before anything is appended; a request with a key seen within the
+    // hour gets the first answer back, and nothing new is sent.
+    let claim = ClaimKey {
+        tenant_id: caller.tenant_id.clone(),
+        scope: "idempotency",
+        key,
+    };
+    let now = state.clock.now();
+    let proposed = DeliveryId::generate();
+    let delivery_id =
+        match state
+            .store
+            .claim(
+                &claim,
+                proposed.as_str(),
+                now.timestamp_millis(),
+                CLAIM_LEASE_MS,
+            )
+            .await?
+        {
+            ClaimOutcome::Claimed { id } => DeliveryId::from_trusted(id),
+            ClaimOutcome::Completed { response, .. } => {
+                let mut body: Value = response
+                    .as_deref()
+                    .and_then(|text| serde_json::from_str(text).ok())
+                    .ok_or_else(|| ApiError::internal("an idempotent send without its answer"))?;
+                body["replayed"] = Value::Bool(true);
+                return Ok((StatusCode::OK, Json(body)));
+            }
+            ClaimOutcome::InFlight => return Err(ApiError::Conflict(
+                "a send with this idempotency_key is being accepted right now; retry in a moment"
+                    .into(),
+            )),
+        };
+    let prepared = match prepare(&state, &caller, input, &mut Vec::new(), delivery_id).await {
+        Ok(prepared) => prepared,
+        Err(err) => {
+            // Refused: the key is free for a corrected request.
+            if let Err(release) = state.store.release_claim(&claim).await {
+                tracing::warn!(error = %release, "could not release an idempotency key");
+            }
+            return Err(err);
+        }
+    };
+    // A failed append keeps the claim (the record may have landed): a retry after the lease
+    // takes it over with the same delivery id.
+    commit(&state, &prepared).await?;
+    let body = serde_json::to_value(&prepared.out).map_err(ApiError::internal)?;
+    let expires = (now + IDEMPOTENCY_WINDOW).timestamp_millis();
+    if let Err(err) = state
+        .store
+        .complete_claim(&claim, Some(body.to_string()), Some(expires))
+        .await
+    {
+        tracing::warn!(error = %err, "could not mark an idempotency key accepted");
+    }
+    Ok((StatusCode::ACCEPTED, Json(body)))
+}
+
+/// Appends a prepared send, writing its recipient through when it is new or changed.
+async fn commit(state: &IngestState, prepared: &Prepared) -> Result<(), ApiError> {
+    match &prepared.recipient {
         Some(recipient) => {
             state
-                .append_control(&prepared.events, vec![ReadModelWrite::Recipient(recipient)])
-                .await?
+                .append_control(
+                    &prepared.events,
+                    vec![ReadModelWrite::Recipient(recipient.clone())],
+                )
+                .await
         }
-        None => state.append(&prepared.events).await?,
+        None => state.append(&prepared.events).await,
     }
-    Ok((StatusCode::ACCEPTED, Json(prepared.out)))
 }
 
 /// The most messages one batch may hold.
@@ -148,7 +234,13 @@ pub(crate) async fn send_batch(
     let mut results = Vec::with_capacity(count);
     for (index, message) in input.messages.into_iter().enumerate() {
         let prepared = match serde_json::from_value::<SendIn>(message) {
-            Ok(message) => prepare(&state, &caller, message, &mut known).await,
+            Ok(message) if message.idempotency_key.is_some() => Err(ApiError::field(
+                "idempotency_key",
+                "is not supported inside a batch yet; send the message on its own",
+            )),
+            Ok(message) => {
+                prepare(&state, &caller, message, &mut known, DeliveryId::generate()).await
+            }
             Err(err) => Err(ApiError::field(
                 format!("messages[{index}]"),
                 err.to_string(),
@@ -192,12 +284,12 @@ async fn prepare(
     caller: &Caller,
     input: SendIn,
     known: &mut Vec<Recipient>,
+    delivery_id: DeliveryId,
 ) -> Result<Prepared, ApiError> {
     let mut v = Validator::new();
     let not_yet = "is not supported by this version of Herald yet";
     for (field, given) in [
         ("scheduled_for", input.scheduled_for.is_some()),
-        ("idempotency_key", input.idempotency_key.is_some()),
         ("actions", input.actions.is_some()),
         ("media", input.media.is_some()),
         ("attachments", input.attachments.is_some()),
@@ -257,7 +349,6 @@ async fn prepare(
         .expect("choose_channel checked it")
         .to_owned();
 
-    let delivery_id = DeliveryId::generate();
     let mut events = Vec::with_capacity(2);
     if recipient_changed {
         events.push(HeraldEvent::RecipientUpserted(RecipientUpserted::from(
@@ -277,7 +368,7 @@ async fn prepare(
         destination,
         priority: priority.to_owned(),
         scheduled_for: None,
-        idempotency_key: None,
+        idempotency_key: input.idempotency_key.clone(),
         requested_at: now.timestamp_millis(),
     }));
     let changed = recipient_changed.then(|| {

@@ -77,3 +77,53 @@ async fn a_batch_accepts_the_valid_messages_and_explains_the_others() {
     }
     herald.stop().await;
 }
+
+/// `idempotency_key`: the same key within an hour replays the first answer and sends nothing;
+/// a refused request leaves the key free; after the hour the key makes a new delivery.
+#[tokio::test]
+async fn an_idempotency_key_replays_the_first_answer_for_an_hour() {
+    let dir = tempfile::tempdir().unwrap();
+    let (herald, clock) = TestHerald::start_with_adjustable_clock(test_config(dir.path())).await;
+    let receiver = TestReceiver::start().await;
+    let client = herald.tenant("Acme").await;
+    endpoint_and_template(&client, &receiver).await;
+    let body = |key: &str, vars: serde_json::Value| {
+        json!({ "recipient": { "slack_webhook_url": receiver.url("/slack") },
+                "template": "order_shipped", "vars": vars, "idempotency_key": key })
+    };
+
+    let first = client
+        .post("/v1/send", body("k1", json!({ "order_id": "1" })), 202)
+        .await;
+    let again = client
+        .post("/v1/send", body("k1", json!({ "order_id": "1" })), 200)
+        .await;
+    assert_eq!(again["replayed"], true);
+    assert_eq!(again["delivery_id"], first["delivery_id"]);
+    let id = first["delivery_id"].as_str().unwrap();
+    client.delivery_reaches(id, "delivered").await;
+    assert_eq!(receiver.received("/slack").len(), 1, "nothing new was sent");
+
+    // A refused request does not use the key up.
+    client.post("/v1/send", body("k2", json!({})), 422).await;
+    client
+        .post("/v1/send", body("k2", json!({ "order_id": "2" })), 202)
+        .await;
+    let too_long = client
+        .post(
+            "/v1/send",
+            body(&"k".repeat(129), json!({ "order_id": "3" })),
+            422,
+        )
+        .await;
+    assert!(too_long["details"]["field_errors"]["idempotency_key"].is_array());
+
+    // An hour later the key is free again.
+    clock.advance(chrono::TimeDelta::minutes(61));
+    let later = client
+        .post("/v1/send", body("k1", json!({ "order_id": "1" })), 202)
+        .await;
+    assert_ne!(later["delivery_id"], first["delivery_id"]);
+    assert!(later.get("replayed").is_none());
+    herald.stop().await;
+}

@@ -69,6 +69,24 @@ impl TestHerald {
         Self { server, base }
     }
 
+    /// Herald on a clock the test can move forward.
+    pub async fn start_with_adjustable_clock(
+        config: Config,
+    ) -> (Self, herald_http::clock::ClockHandle) {
+        let (clock, handle) = herald_http::clock::Clock::adjustable();
+        let backends = herald::Backends {
+            clock,
+            ..herald::Backends::open(&config)
+                .await
+                .expect("backends open")
+        };
+        let server = Server::start_with(config, Roles::ALL, backends)
+            .await
+            .expect("herald starts");
+        let base = format!("http://{}", server.http_addr().unwrap());
+        (Self { server, base }, handle)
+    }
+
     pub async fn stop(self) {
         self.server.stop().await.expect("herald stops cleanly");
     }
