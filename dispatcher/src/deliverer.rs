@@ -133,6 +133,10 @@ struct Lane {
     wake_pending: bool,
     /// A moving average of attempt latency, to estimate how long the queue takes to drain.
     latency_ms: f64,
+    /// The time stamped on the lane's last completed attempt. Stamps strictly increase, so
+    /// the attempt log's newest row is the last attempt counted, even within a millisecond,
+    /// and the failure count read back after a restart is the latest.
+    last_stamp_ms: i64,
     last_active: Instant,
 }
 
@@ -145,6 +149,7 @@ impl Lane {
             limiter: None,
             wake_pending: false,
             latency_ms: 100.0,
+            last_stamp_ms: 0,
             last_active: Instant::now(),
         }
     }
@@ -474,12 +479,14 @@ impl Scheduler {
                 if let Some(endpoint) = &endpoint {
                     lane.observe(endpoint);
                 }
+                let stamp_ms = now_ms().max(lane.last_stamp_ms + 1);
+                lane.last_stamp_ms = stamp_ms;
                 let verdict = match &mut lane.health {
                     LaneHealth::Ready(health) => {
                         if let Some(threshold) = threshold {
                             health.threshold = threshold.max(1);
                         }
-                        health.record(&report, now_ms())
+                        health.record(&report, stamp_ms)
                     }
                     _ => HealthVerdict::Untracked,
                 };
@@ -494,7 +501,7 @@ impl Scheduler {
                 let schedule = endpoint
                     .and_then(|endpoint| endpoint.retry_schedule)
                     .unwrap_or_else(|| self.shared.config.retry_schedule.clone());
-                self.finish(*job, report, verdict, schedule);
+                self.finish(*job, report, verdict, schedule, stamp_ms);
                 self.pump(&key);
             }
             Event::Wake(key) => {
@@ -595,6 +602,7 @@ impl Scheduler {
         report: crate::AttemptReport,
         verdict: HealthVerdict,
         schedule: herald_domain::retry::RetrySchedule,
+        stamp_ms: i64,
     ) {
         let shared = self.shared.clone();
         let results = self.results.clone();
@@ -618,7 +626,7 @@ impl Scheduler {
                 &report,
                 &AttemptContext {
                     schedule: &schedule,
-                    now_ms: now_ms(),
+                    now_ms: stamp_ms,
                     endpoints: &endpoints,
                     verdict: &verdict,
                 },
