@@ -370,7 +370,13 @@ impl Scheduler {
             tokio::select! {
                 _ = self.shutdown.cancelled() => return Ok(()),
                 batch = records.recv() => match batch {
-                    Some(batch) => batch.into_iter().for_each(|record| self.admit(record)),
+                    Some(batch) => {
+                        // Once per batch, not per record: whether the reading budget is
+                        // filling, which makes lanes park their overflow early.
+                        let in_progress = self.progress.tracker.lock().expect("not poisoned").in_progress();
+                        let budget_filling = in_progress > self.shared.config.max_in_progress / 2;
+                        batch.into_iter().for_each(|record| self.admit(record, budget_filling));
+                    }
                     None => return Ok(()),
                 },
                 Some(joined) = self.tasks.join_next(), if !self.tasks.is_empty() => {
@@ -391,7 +397,7 @@ impl Scheduler {
         }
     }
 
-    fn admit(&mut self, record: ConsumedRecord) {
+    fn admit(&mut self, record: ConsumedRecord, budget_filling: bool) {
         let position = record.position();
         let task = match herald_schemas::decode(&record.value) {
             Ok(HeraldEvent::DeliveryTask(task)) => task,
@@ -427,13 +433,6 @@ impl Scheduler {
         // progress near the reading limit, so a few slow lanes cannot use up the whole budget
         // and stop reading for everyone.
         let concurrency = self.shared.config.endpoint_concurrency;
-        let budget_filling = self
-            .progress
-            .tracker
-            .lock()
-            .expect("not poisoned")
-            .in_progress()
-            > self.shared.config.max_in_progress / 2;
         if lane.queue.len() >= self.shared.config.lane_queue
             || (budget_filling && lane.queue.len() >= 2 * concurrency)
         {

@@ -39,9 +39,9 @@ use herald_store::Store;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-pub use endpoint_health::{EndpointHealth, HealthVerdict};
+use endpoint_health::EndpointHealth;
 pub use plan::Outgoing;
-pub use providers::webhook::{signature_headers, SigningSecrets, WebhookSender};
+use providers::webhook::{SigningSecrets, WebhookSender};
 pub use providers::{AttemptReport, ChannelProvider, GuardedHttp, HttpOptions, Providers};
 
 /// Consumer group names; the group is the unit Kafka balances partitions over.
@@ -274,19 +274,14 @@ async fn pause(shutdown: &CancellationToken, duration: Duration) -> bool {
     }
 }
 
+/// The highest position per partition: what to commit after processing `records`.
 fn last_positions(records: &[ConsumedRecord]) -> Vec<LogPosition> {
-    let positions: Vec<LogPosition> = records.iter().map(ConsumedRecord::position).collect();
-    last_positions_of(&positions)
-}
-
-/// The highest position per partition: what to commit after processing `positions`.
-fn last_positions_of(positions: &[LogPosition]) -> Vec<LogPosition> {
     let mut last = std::collections::BTreeMap::new();
-    for position in positions {
+    for record in records {
         let entry = last
-            .entry((position.topic.clone(), position.partition))
-            .or_insert(position.offset);
-        *entry = (*entry).max(position.offset);
+            .entry((record.topic.clone(), record.partition))
+            .or_insert(record.offset);
+        *entry = (*entry).max(record.offset);
     }
     last.into_iter()
         .map(|((topic, partition), offset)| LogPosition {
@@ -325,14 +320,15 @@ impl Shared {
         shutdown: &CancellationToken,
     ) -> Option<Arc<Vec<Endpoint>>> {
         let tenant = TenantId::from_trusted(tenant_id);
-        if let Some(cached) = self.endpoints_cache.get(&tenant).await {
-            return Some(cached);
-        }
-        let endpoints =
-            retrying(shutdown, "read endpoints", || self.store.endpoints(&tenant)).await?;
-        let endpoints = Arc::new(endpoints);
-        self.endpoints_cache.insert(tenant, endpoints.clone()).await;
-        Some(endpoints)
+        // One read per tenant at a time, whatever the number of tasks asking.
+        let read = async {
+            retrying(shutdown, "read endpoints", || self.store.endpoints(&tenant))
+                .await
+                .map(Arc::new)
+        };
+        self.endpoints_cache
+            .optionally_get_with(tenant.clone(), read)
+            .await
     }
 
     /// Routing: requests → delivery tasks.
@@ -408,16 +404,15 @@ impl Shared {
         tenant: &TenantId,
         shutdown: &CancellationToken,
     ) -> Option<u32> {
-        if let Some(cached) = self.threshold_cache.get(tenant).await {
-            return Some(cached);
-        }
-        let threshold = retrying(shutdown, "read a tenant", || self.store.tenant(tenant))
-            .await?
-            .map_or(DEFAULT_ENDPOINT_FAILURE_THRESHOLD, |t| {
+        let read = async {
+            let tenant = retrying(shutdown, "read a tenant", || self.store.tenant(tenant)).await?;
+            Some(tenant.map_or(DEFAULT_ENDPOINT_FAILURE_THRESHOLD, |t| {
                 t.endpoint_failure_threshold()
-            });
-        self.threshold_cache.insert(tenant.clone(), threshold).await;
-        Some(threshold)
+            }))
+        };
+        self.threshold_cache
+            .optionally_get_with(tenant.clone(), read)
+            .await
     }
 
     async fn attempt_once(
@@ -492,16 +487,12 @@ impl Shared {
         id: &EndpointId,
         shutdown: &CancellationToken,
     ) -> Option<Option<Endpoint>> {
-        let key = (tenant.clone(), id.clone());
-        if let Some(cached) = self.endpoint_cache.get(&key).await {
-            return Some(cached);
-        }
-        let endpoint = retrying(shutdown, "read an endpoint", || {
+        let read = retrying(shutdown, "read an endpoint", || {
             self.store.endpoint(tenant, id)
-        })
-        .await?;
-        self.endpoint_cache.insert(key, endpoint.clone()).await;
-        Some(endpoint)
+        });
+        self.endpoint_cache
+            .optionally_get_with((tenant.clone(), id.clone()), read)
+            .await
     }
 
     /// The health of an endpoint as its lane starts: the failure count of its last attempt,

@@ -13,7 +13,7 @@ use herald_domain::ids::{DeliveryId, EventId};
 use herald_domain::model::Endpoint;
 use herald_domain::retry::RetrySchedule;
 use herald_domain::webhook::{delivery_event_type, AttemptOutcome, WebhookPayload};
-use herald_domain::{time_from_millis, Channel, DeliveryStatus};
+use herald_domain::{Channel, DeliveryStatus};
 use herald_schemas::{
     BusinessEventReceived, DeliveryAttempted, DeliveryFailed, DeliverySucceeded, DeliveryTask,
     EndpointDisabled, HeraldEvent, SendRequested,
@@ -59,45 +59,30 @@ pub fn task_for_send(request: &SendRequested) -> DeliveryTask {
 /// The delivery id of each task is derived from the event id and the endpoint id, so
 /// routing the same event twice yields the same deliveries.
 pub fn webhook_fanout(
-    tenant_id: &str,
     event_id: &str,
     event_type: &str,
     data: &serde_json::Value,
     at_ms: i64,
     endpoints: &[Endpoint],
 ) -> Vec<DeliveryTask> {
-    let body = WebhookPayload {
-        id: event_id,
-        event_type,
-        timestamp: time_from_millis(at_ms).to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        data,
-    }
-    .to_json();
+    let body = WebhookPayload::at(event_id, event_type, at_ms, data).to_json();
     // Ids come from the event id alone (never the clock), so routing it again yields the
     // same deliveries.
     let id_time_ms = EventId::from_trusted(event_id).timestamp_ms();
     endpoints
         .iter()
         .filter(|endpoint| endpoint.is_active && subscribes_to(&endpoint.events, event_type))
-        .map(|endpoint| DeliveryTask {
-            tenant_id: tenant_id.to_owned(),
-            delivery_id: DeliveryId::derive(
-                id_time_ms,
-                format!("{event_id}/{}", endpoint.id).as_bytes(),
+        .map(|endpoint| {
+            let delivery_id =
+                DeliveryId::derive(id_time_ms, format!("{event_id}/{}", endpoint.id).as_bytes());
+            DeliveryTask::first_webhook_attempt(
+                endpoint,
+                delivery_id.to_string(),
+                event_id,
+                event_type,
+                body.clone(),
+                at_ms,
             )
-            .to_string(),
-            channel: Channel::Webhook.to_string(),
-            endpoint_id: Some(endpoint.id.to_string()),
-            recipient_id: None,
-            destination: endpoint.url.clone(),
-            subject: None,
-            body: body.clone(),
-            message_id: event_id.to_owned(),
-            event_type: Some(event_type.to_owned()),
-            attempt: 1,
-            not_before: 0,
-            created_at: at_ms,
-            priority: "normal".into(),
         })
         .collect()
 }
@@ -109,7 +94,6 @@ pub fn tasks_for_business_event(
 ) -> Vec<DeliveryTask> {
     let data = serde_json::from_str(&event.data_json).unwrap_or(serde_json::Value::Null);
     webhook_fanout(
-        &event.tenant_id,
         &event.event_id,
         &event.event_name,
         &data,
@@ -148,14 +132,7 @@ pub fn status_fanout(
         "attempts": attempts,
         "error": error,
     });
-    webhook_fanout(
-        &task.tenant_id,
-        &event_id,
-        &event_type,
-        &data,
-        at_ms,
-        endpoints,
-    )
+    webhook_fanout(&event_id, &event_type, &data, at_ms, endpoints)
 }
 
 /// What an attempt's planning needs besides the task and the report.
@@ -348,16 +325,9 @@ fn endpoint_disabled(
         .cloned()
         .collect();
     out.extend(
-        webhook_fanout(
-            &task.tenant_id,
-            &event_id,
-            ENDPOINT_DISABLED_EVENT,
-            &data,
-            now_ms,
-            &others,
-        )
-        .into_iter()
-        .map(|t| Outgoing::Event(HeraldEvent::DeliveryTask(t))),
+        webhook_fanout(&event_id, ENDPOINT_DISABLED_EVENT, &data, now_ms, &others)
+            .into_iter()
+            .map(|t| Outgoing::Event(HeraldEvent::DeliveryTask(t))),
     );
     out
 }
@@ -491,7 +461,7 @@ mod tests {
             endpoint(&[], false),
         ];
         let data = serde_json::json!({"n": 1});
-        let first = webhook_fanout("tnt_1", "evt_1", "order.shipped", &data, 1_000, &endpoints);
+        let first = webhook_fanout("evt_1", "order.shipped", &data, 1_000, &endpoints);
         assert_eq!(first.len(), 1);
         assert_eq!(
             first[0].endpoint_id.as_deref(),
@@ -500,7 +470,7 @@ mod tests {
         assert_eq!(first[0].message_id, "evt_1");
         assert_eq!(
             first,
-            webhook_fanout("tnt_1", "evt_1", "order.shipped", &data, 1_000, &endpoints)
+            webhook_fanout("evt_1", "order.shipped", &data, 1_000, &endpoints)
         );
         let body: serde_json::Value = serde_json::from_str(&first[0].body).unwrap();
         assert_eq!(body["type"], "order.shipped");

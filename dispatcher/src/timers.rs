@@ -87,11 +87,11 @@ pub(crate) async fn run(
         // A batch spans partitions: release in order of release time, not of partition, so
         // no partition's head waits behind another partition's tail. Commits then cover only
         // the done prefix of each partition (`OffsetTracker`), never a record still held.
-        let mut progress = OffsetTracker::default();
+        let mut batch = Releases::default();
         let mut held: Vec<Held> = records
             .iter()
             .map(|record| {
-                progress.begin(&record.position());
+                batch.progress.begin(&record.position());
                 let task = decode_task(record);
                 let release = task.as_ref().map_or(i64::MIN, |task| {
                     let tier_end = record
@@ -109,25 +109,15 @@ pub(crate) async fn run(
         held.sort_by_key(|(release, _, _)| *release);
         // Released tasks are appended before the loop waits for the next one, so a task is
         // never held back by a later one.
-        let mut released: Vec<OutgoingRecord> = Vec::new();
-        let mut done: Vec<LogPosition> = Vec::new();
         for (_, position, task) in held {
             let Some((task, appended)) = task else {
-                done.push(position);
+                batch.done.push(position);
                 continue;
             };
             let outgoing = loop {
                 match step(task.not_before, appended, tier_delay, now_ms()) {
                     TimerStep::Wait(wait) => {
-                        if !flush(
-                            &shared,
-                            &mut consumer,
-                            &mut progress,
-                            &mut released,
-                            &mut done,
-                            &shutdown,
-                        )
-                        .await
+                        if !batch.flush(&shared, &mut consumer, &shutdown).await
                             || pause(&shutdown, wait).await
                         {
                             return Ok(());
@@ -137,19 +127,10 @@ pub(crate) async fn run(
                     TimerStep::Hop(rest) => break Outgoing::Retry { task, delay: rest },
                 }
             };
-            released.push(shared.to_record(outgoing));
-            done.push(position);
+            batch.released.push(shared.to_record(outgoing));
+            batch.done.push(position);
         }
-        if !flush(
-            &shared,
-            &mut consumer,
-            &mut progress,
-            &mut released,
-            &mut done,
-            &shutdown,
-        )
-        .await
-        {
+        if !batch.flush(&shared, &mut consumer, &shutdown).await {
             return Ok(());
         }
     }
@@ -159,28 +140,39 @@ pub(crate) async fn run(
 /// appended to the tier (`None`: undecodable, released at once).
 type Held = (i64, LogPosition, Option<(DeliveryTask, i64)>);
 
-/// Appends the released tasks, then commits what is done; false if shut down.
-async fn flush(
-    shared: &Shared,
-    consumer: &mut Box<dyn herald_log::LogConsumer>,
-    progress: &mut OffsetTracker,
-    released: &mut Vec<OutgoingRecord>,
-    done: &mut Vec<LogPosition>,
-    shutdown: &CancellationToken,
-) -> bool {
-    if !append_until_done(&shared.log, std::mem::take(released), shutdown).await {
-        return false;
-    }
-    done.drain(..)
-        .for_each(|position| progress.finish(&position));
-    let positions = progress.take_committable();
-    if !positions.is_empty() {
-        if let Err(err) = consumer.commit(&positions).await {
-            // Released tasks may be released again after a restart: at most a repeated attempt.
-            tracing::warn!(error = %err, "commit failed; some tasks may be released twice");
+/// A batch's progress: what it read, what it released and has yet to append, and the records
+/// those came from.
+#[derive(Default)]
+struct Releases {
+    progress: OffsetTracker,
+    released: Vec<OutgoingRecord>,
+    done: Vec<LogPosition>,
+}
+
+impl Releases {
+    /// Appends the released tasks, then commits what is done; false if shut down.
+    async fn flush(
+        &mut self,
+        shared: &Shared,
+        consumer: &mut Box<dyn herald_log::LogConsumer>,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        if !append_until_done(&shared.log, std::mem::take(&mut self.released), shutdown).await {
+            return false;
         }
+        for position in self.done.drain(..) {
+            self.progress.finish(&position);
+        }
+        let positions = self.progress.take_committable();
+        if !positions.is_empty() {
+            if let Err(err) = consumer.commit(&positions).await {
+                // Released tasks may be released again after a restart: at most a repeated
+                // attempt.
+                tracing::warn!(error = %err, "commit failed; some tasks may be released twice");
+            }
+        }
+        true
     }
-    true
 }
 
 fn decode_task(record: &ConsumedRecord) -> Option<DeliveryTask> {

@@ -61,14 +61,6 @@ impl RetrySchedule {
         self.delays.len() as u32 + 1
     }
 
-    /// Distinct delays, shortest first.
-    pub fn tiers(&self) -> Vec<Duration> {
-        let mut tiers = self.delays.clone();
-        tiers.sort();
-        tiers.dedup();
-        tiers
-    }
-
     /// The wait before the attempt after failed attempt `attempt`, as actually used: the
     /// schedule's delay with jitter, never earlier than a receiver's `Retry-After` (capped at
     /// [`RETRY_AFTER_CAP`]). `None` when the schedule is exhausted.
@@ -270,8 +262,14 @@ mod tests {
     #[test]
     fn tiers_are_distinct_and_sorted() {
         let schedule = RetrySchedule::default();
-        let tiers: Vec<String> = schedule.tiers().into_iter().map(format_delay).collect();
-        assert_eq!(tiers, ["5s", "5m", "30m", "2h", "5h", "10h"]);
+        let tiers: Vec<String> = tier_delays(&schedule)
+            .into_iter()
+            .map(format_delay)
+            .collect();
+        assert_eq!(
+            tiers,
+            ["1s", "5s", "10s", "1m", "5m", "10m", "30m", "1h", "2h", "5h", "10h"]
+        );
     }
 
     #[test]

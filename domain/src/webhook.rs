@@ -16,7 +16,23 @@ pub struct WebhookPayload<'a> {
     pub data: &'a serde_json::Value,
 }
 
-impl WebhookPayload<'_> {
+impl<'a> WebhookPayload<'a> {
+    /// The payload of an event that happened at `at_ms` (its `timestamp`, RFC 3339 UTC).
+    pub fn at(
+        id: &'a str,
+        event_type: &'a str,
+        at_ms: crate::Millis,
+        data: &'a serde_json::Value,
+    ) -> Self {
+        Self {
+            id,
+            event_type,
+            timestamp: crate::time_from_millis(at_ms)
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            data,
+        }
+    }
+
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("a JSON value always serialises")
     }

@@ -213,3 +213,14 @@ pub struct Page<T> {
     pub next_cursor: Option<String>,
     pub has_more: bool,
 }
+
+impl<T> Page<T> {
+    /// The same page with every item converted.
+    pub fn map<U>(self, convert: impl FnMut(T) -> U) -> Page<U> {
+        Page {
+            data: self.data.into_iter().map(convert).collect(),
+            next_cursor: self.next_cursor,
+            has_more: self.has_more,
+        }
+    }
+}

@@ -122,14 +122,8 @@ pub(crate) struct TenantPatch {
     #[serde(default)]
     plan: Option<PlanIn>,
     /// `null` goes back to the default (10).
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::webhooks::present")]
     endpoint_failure_threshold: Option<Option<u32>>,
-}
-
-fn present<'de, D: serde::Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Option<Option<u32>>, D::Error> {
-    Option::<u32>::deserialize(deserializer).map(Some)
 }
 
 pub(crate) async fn update_tenant(
@@ -178,7 +172,7 @@ pub(crate) async fn update_tenant(
     if let Some(threshold) = patch.endpoint_failure_threshold {
         tenant.endpoint_failure_threshold = threshold;
     }
-    tenant.updated_at = Utc::now().max(tenant.updated_at + chrono::TimeDelta::milliseconds(1));
+    tenant.updated_at = crate::append::next_version(tenant.updated_at);
     let events = [HeraldEvent::TenantUpserted(TenantUpserted::from(&tenant))];
     state
         .append_control(&events, vec![ReadModelWrite::Tenant(tenant.clone())])

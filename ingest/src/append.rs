@@ -1,6 +1,7 @@
 //! Appending events: encode, route to topic and key, append durably, and write control
 //! entities through to the store.
 
+use chrono::{DateTime, Utc};
 use herald_http::ApiError;
 use herald_log::OutgoingRecord;
 use herald_schemas::HeraldEvent;
@@ -43,4 +44,10 @@ impl IngestState {
         }
         Ok(())
     }
+}
+
+/// An `updated_at` (or deletion time) after `previous`, even if the clock has not moved: the
+/// versions of a control entity must grow for the newest write to win.
+pub(crate) fn next_version(previous: DateTime<Utc>) -> DateTime<Utc> {
+    Utc::now().max(previous + chrono::TimeDelta::milliseconds(1))
 }

@@ -119,8 +119,7 @@ pub(crate) async fn delete_template(
         .template(&caller.tenant_id, &slug)
         .await?
         .ok_or(ApiError::NotFound("template"))?;
-    // After the version it removes, even if the clock has not moved.
-    let at = Utc::now().max(template.updated_at + chrono::TimeDelta::milliseconds(1));
+    let at = crate::append::next_version(template.updated_at);
     let events = [HeraldEvent::TemplateDeleted(TemplateDeleted {
         tenant_id: caller.tenant_id.to_string(),
         template_id: template.id.to_string(),

@@ -14,7 +14,6 @@ use herald_domain::retry::RetrySchedule;
 use herald_domain::secret_box;
 use herald_domain::signing::EndpointSecret;
 use herald_domain::webhook::WebhookPayload;
-use herald_domain::{time_from_millis, Channel};
 use herald_http::api::EndpointOut;
 use herald_http::auth::Caller;
 use herald_http::validate::Validator;
@@ -24,6 +23,7 @@ use herald_schemas::{DeliveryTask, EndpointDeleted, EndpointUpserted, HeraldEven
 use herald_store::ReadModelWrite;
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::append::next_version;
 use crate::IngestState;
 
 const MAX_PATTERNS: usize = 100;
@@ -89,8 +89,8 @@ pub(crate) struct EndpointPatch {
     is_active: Option<bool>,
 }
 
-/// Tells `"field": null` (`Some(None)`) from an absent field (`None`).
-fn present<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
+/// Tells `"field": null` (`Some(None)`) from an absent field (`None`), for `PATCH` bodies.
+pub(crate) fn present<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(deserializer).map(Some)
@@ -458,14 +458,8 @@ fn replayed(
                 && subscribes_to(&endpoint.events, &e.event_name) =>
         {
             let data = serde_json::from_str(&e.data_json).unwrap_or(serde_json::Value::Null);
-            let body = WebhookPayload {
-                id: &e.event_id,
-                event_type: &e.event_name,
-                timestamp: time_from_millis(e.received_at)
-                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-                data: &data,
-            }
-            .to_json();
+            let body =
+                WebhookPayload::at(&e.event_id, &e.event_name, e.received_at, &data).to_json();
             (
                 e.event_id.clone(),
                 e.event_name.clone(),
@@ -493,32 +487,19 @@ fn replayed(
         _ => return None,
     };
     let now_ms = now.timestamp_millis();
-    Some(DeliveryTask {
-        tenant_id: endpoint.tenant_id.to_string(),
-        // A new delivery: the replay is its own attempt history.
-        delivery_id: DeliveryId::derive(
-            now_ms,
-            format!("{message_id}/{}/replay/{now_ms}", endpoint.id).as_bytes(),
-        )
-        .to_string(),
-        channel: Channel::Webhook.to_string(),
-        endpoint_id: Some(endpoint.id.to_string()),
-        recipient_id: None,
-        destination: endpoint.url.clone(),
-        subject: None,
+    // A new delivery: the replay is its own attempt history.
+    let delivery_id = DeliveryId::derive(
+        now_ms,
+        format!("{message_id}/{}/replay/{now_ms}", endpoint.id).as_bytes(),
+    );
+    Some(DeliveryTask::first_webhook_attempt(
+        endpoint,
+        delivery_id.to_string(),
+        &message_id,
+        &event_type,
         body,
-        message_id,
-        event_type: Some(event_type),
-        attempt: 1,
-        not_before: 0,
-        created_at: at.max(0),
-        priority: "normal".into(),
-    })
-}
-
-/// An `updated_at` after `previous`, even if the clock has not moved: versions must grow.
-fn next_version(previous: DateTime<Utc>) -> DateTime<Utc> {
-    Utc::now().max(previous + chrono::TimeDelta::milliseconds(1))
+        at.max(0),
+    ))
 }
 
 impl IngestState {

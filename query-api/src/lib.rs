@@ -99,33 +99,34 @@ async fn list_templates(
     query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Page<TemplateOut>>, ApiError> {
     let Query(query) = query.map_err(|err| ApiError::field("query", err.body_text()))?;
-    let limit = query.limit()?;
     let templates = state.store.templates(&caller.tenant_id).await?;
-    let after: Vec<_> = templates
-        .iter()
-        .filter(|t| {
-            query
-                .cursor
-                .as_deref()
-                .is_none_or(|cursor| t.slug.as_str() > cursor)
-        })
-        .collect();
-    let has_more = after.len() > limit;
-    let data: Vec<TemplateOut> = after
-        .iter()
-        .take(limit)
-        .map(|t| TemplateOut::from(*t))
-        .collect();
-    let next_cursor = if has_more {
-        data.last().map(|t| t.slug.clone())
-    } else {
-        None
-    };
-    Ok(Json(Page {
+    let page = page_after(&templates, &query, |t| &t.slug)?;
+    Ok(Json(page.map(TemplateOut::from)))
+}
+
+/// A page of `items` (sorted by `key`, ascending) after the query's cursor, the cursor being
+/// the key of the last item of the previous page.
+fn page_after<'a, T>(
+    items: &'a [T],
+    query: &PageQuery,
+    key: impl Fn(&T) -> &str,
+) -> Result<Page<&'a T>, ApiError> {
+    let limit = query.limit()?;
+    let mut after = items.iter().filter(|item| {
+        query
+            .cursor
+            .as_deref()
+            .is_none_or(|cursor| key(item) > cursor)
+    });
+    let data: Vec<&T> = after.by_ref().take(limit).collect();
+    let has_more = after.next().is_some();
+    Ok(Page {
+        next_cursor: has_more
+            .then(|| data.last().map(|item| key(item).to_owned()))
+            .flatten(),
         data,
-        next_cursor,
         has_more,
-    }))
+    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -153,34 +154,10 @@ async fn list_endpoints(
     query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Page<EndpointOut>>, ApiError> {
     let Query(query) = query.map_err(|err| ApiError::field("query", err.body_text()))?;
-    let limit = query.limit()?;
     let mut endpoints = state.store.endpoints(&caller.tenant_id).await?;
     endpoints.sort_by(|a, b| a.id.cmp(&b.id));
-    let after: Vec<_> = endpoints
-        .iter()
-        .filter(|e| {
-            query
-                .cursor
-                .as_deref()
-                .is_none_or(|cursor| e.id.as_str() > cursor)
-        })
-        .collect();
-    let has_more = after.len() > limit;
-    let data: Vec<EndpointOut> = after
-        .iter()
-        .take(limit)
-        .map(|e| EndpointOut::public(e))
-        .collect();
-    let next_cursor = if has_more {
-        data.last().map(|e| e.id.clone())
-    } else {
-        None
-    };
-    Ok(Json(Page {
-        data,
-        next_cursor,
-        has_more,
-    }))
+    let page = page_after(&endpoints, &query, |e| e.id.as_str())?;
+    Ok(Json(page.map(EndpointOut::public)))
 }
 
 async fn endpoint(state: &QueryState, caller: &Caller, id: &str) -> Result<Endpoint, ApiError> {

@@ -15,8 +15,8 @@ use herald_domain::template::ChannelContent as DomainContent;
 use herald_domain::{time_from_millis, Channel};
 
 use crate::{
-    ApiKeyCreated, ChannelContent, EndpointUpserted, RecipientUpserted, TemplateUpserted,
-    TenantUpserted,
+    ApiKeyCreated, ChannelContent, DeliveryTask, EndpointUpserted, RecipientUpserted,
+    TemplateUpserted, TenantUpserted,
 };
 
 fn ms(at: chrono::DateTime<chrono::Utc>) -> i64 {
@@ -220,6 +220,35 @@ impl From<&RecipientUpserted> for Recipient {
             },
             created_at: time_from_millis(e.created_at),
             updated_at: time_from_millis(e.updated_at),
+        }
+    }
+}
+
+impl DeliveryTask {
+    /// The first attempt of a webhook message to `endpoint`.
+    pub fn first_webhook_attempt(
+        endpoint: &Endpoint,
+        delivery_id: String,
+        message_id: &str,
+        event_type: &str,
+        body: String,
+        created_at: i64,
+    ) -> Self {
+        Self {
+            tenant_id: endpoint.tenant_id.to_string(),
+            delivery_id,
+            channel: herald_domain::Channel::Webhook.to_string(),
+            endpoint_id: Some(endpoint.id.to_string()),
+            recipient_id: None,
+            destination: endpoint.url.clone(),
+            subject: None,
+            body,
+            message_id: message_id.to_owned(),
+            event_type: Some(event_type.to_owned()),
+            attempt: 1,
+            not_before: 0,
+            created_at,
+            priority: "normal".into(),
         }
     }
 }

@@ -127,6 +127,17 @@ fn get<T: DeserializeOwned>(keyspace: &Keyspace, key: &[u8]) -> Result<Option<T>
         .transpose()
 }
 
+/// Every row under a key prefix, in key order.
+fn scan<T: DeserializeOwned>(keyspace: &Keyspace, parts: &[&str]) -> Result<Vec<T>> {
+    keyspace
+        .prefix(prefix(parts))
+        .map(|guard| {
+            let (k, v) = guard.into_inner()?;
+            decode(&k, &v)
+        })
+        .collect()
+}
+
 fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T> {
     serde_json::from_slice(bytes).map_err(|source| StoreError::Corrupt {
         key: String::from_utf8_lossy(key).replace('\0', "/"),
@@ -425,22 +436,12 @@ impl Store for EmbeddedStore {
     }
 
     async fn templates(&self, tenant: &TenantId) -> Result<Vec<Template>> {
-        // Keys are `tenant/slug`, so a prefix scan yields them in slug order.
-        let mut templates = Vec::new();
-        for guard in self.inner.templates.prefix(prefix(&[tenant.as_str()])) {
-            let (k, v) = guard.into_inner()?;
-            templates.push(decode(&k, &v)?);
-        }
-        Ok(templates)
+        // Keys are `tenant/slug`: slug order.
+        scan(&self.inner.templates, &[tenant.as_str()])
     }
 
     async fn endpoints(&self, tenant: &TenantId) -> Result<Vec<Endpoint>> {
-        let mut endpoints = Vec::new();
-        for guard in self.inner.endpoints.prefix(prefix(&[tenant.as_str()])) {
-            let (k, v) = guard.into_inner()?;
-            endpoints.push(decode(&k, &v)?);
-        }
-        Ok(endpoints)
+        scan(&self.inner.endpoints, &[tenant.as_str()])
     }
 
     async fn recipient(&self, tenant: &TenantId, id: &RecipientId) -> Result<Option<Recipient>> {

@@ -807,6 +807,21 @@ impl Inner {
         doc.map(|doc| codec::decode_doc(&key(), &doc)).transpose()
     }
 
+    /// Every document of a tenant's partition of `table` (a query by `tenant_id`).
+    async fn read_docs<T: DeserializeOwned>(
+        &self,
+        statement: &PreparedStatement,
+        tenant: &TenantId,
+        table: &str,
+    ) -> Result<Vec<T>> {
+        let rows: Vec<(Option<String>,)> = self.read_all(statement, (tenant.as_str(),)).await?;
+        let key = format!("{table}/{}", tenant.as_str());
+        rows.into_iter()
+            .filter_map(|(doc,)| doc)
+            .map(|doc| codec::decode_doc(&key, &doc))
+            .collect()
+    }
+
     /// Every row of a paged query.
     async fn read_all<R>(
         &self,
@@ -1023,15 +1038,9 @@ impl Store for ScyllaStore {
     }
 
     async fn templates(&self, tenant: &TenantId) -> Result<Vec<Template>> {
-        let rows: Vec<(Option<String>,)> = self
-            .inner
-            .read_all(&self.inner.statements.select_templates, (tenant.as_str(),))
-            .await?;
-        let key = format!("templates/{}", tenant.as_str());
-        rows.into_iter()
-            .filter_map(|(doc,)| doc)
-            .map(|doc| codec::decode_doc(&key, &doc))
-            .collect()
+        self.inner
+            .read_docs(&self.inner.statements.select_templates, tenant, "templates")
+            .await
     }
 
     async fn endpoint(&self, tenant: &TenantId, id: &EndpointId) -> Result<Option<Endpoint>> {
@@ -1045,15 +1054,9 @@ impl Store for ScyllaStore {
     }
 
     async fn endpoints(&self, tenant: &TenantId) -> Result<Vec<Endpoint>> {
-        let rows: Vec<(Option<String>,)> = self
-            .inner
-            .read_all(&self.inner.statements.select_endpoints, (tenant.as_str(),))
-            .await?;
-        let key = format!("endpoints/{}", tenant.as_str());
-        rows.into_iter()
-            .filter_map(|(doc,)| doc)
-            .map(|doc| codec::decode_doc(&key, &doc))
-            .collect()
+        self.inner
+            .read_docs(&self.inner.statements.select_endpoints, tenant, "endpoints")
+            .await
     }
 
     async fn recipient(&self, tenant: &TenantId, id: &RecipientId) -> Result<Option<Recipient>> {
